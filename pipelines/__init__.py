@@ -1,0 +1,1 @@
+"""Batch workloads that run as Ray jobs (see DESIGN.md, Layout)."""

@@ -1,0 +1,5 @@
+import sys
+
+from shipyard.cli import main
+
+sys.exit(main())

@@ -1,0 +1,329 @@
+"""The ``shipyard`` command line: parse arguments, load settings, call the library, print.
+
+Errors derived from :class:`~shipyard.errors.ShipyardError` become one line on
+stderr and a non-zero exit; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+from shipyard.errors import ShipyardError
+from shipyard.settings import Settings, load_settings
+
+
+class _Ctx:
+    def __init__(self, config: str | None, debug: bool) -> None:
+        self.config = config
+        self.debug = debug
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config)
+        return self._settings
+
+
+def _say(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", type=click.Path(dir_okay=False), envvar="SHIPYARD_CONFIG",
+              help="settings file (YAML); also SHIPYARD_CONFIG")  # fmt: skip
+@click.option("--debug", is_flag=True, help="show tracebacks on errors")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None, debug: bool) -> None:
+    """Shipyard: features, training, serving and canaries on Ray."""
+    ctx.obj = _Ctx(config, debug)
+
+
+# -- the local platform -------------------------------------------------------
+
+
+@cli.command()
+@click.option("--workers", type=click.IntRange(0, 16), default=None,
+              help="Ray worker nodes besides the head (default: ray.workers, 1)")  # fmt: skip
+@click.pass_obj
+def up(obj: _Ctx, workers: int | None) -> None:
+    """Start the local platform: a Ray cluster and an MLflow server on 127.0.0.1."""
+    from shipyard.local import up as platform_up
+
+    began = time.monotonic()
+    state = platform_up(obj.settings, workers=workers, progress=_say)
+    for name in state.already_running:
+        _say(f"{name} is already running (pid {state.components[name].pid})")
+    _print_addresses(state.dashboard_url, state.mlflow_url)
+    click.echo(f"state: {obj.settings.run_dir / 'platform.json'}  "
+               f"({time.monotonic() - began:.1f}s)")  # fmt: skip
+
+
+def _print_addresses(dashboard: str | None, mlflow: str | None) -> None:
+    click.echo(f"Ray dashboard:  {dashboard}")
+    click.echo(f"Ray jobs API:   {dashboard}  (shipyard job submit -- ...)")
+    click.echo(f"MLflow UI:      {mlflow}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def status(obj: _Ctx, as_json: bool) -> None:
+    """Show each component (up or down, address, version); exit 1 if one is down."""
+    from shipyard.local import status as platform_status
+
+    rows = platform_status(obj.settings)
+    if as_json:
+        click.echo(json.dumps([r.__dict__ for r in rows], indent=2))
+    else:
+        for r in rows:
+            state = "up" if r.up else "DOWN"
+            click.echo(f"{r.name:<14} {state:<5} {r.address:<28} {r.version:<10} {r.detail}")
+    if not all(r.up for r in rows):
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.pass_obj
+def down(obj: _Ctx) -> None:
+    """Stop exactly what `shipyard up` started."""
+    from shipyard.local import down as platform_down
+
+    stopped = platform_down(obj.settings, progress=_say)
+    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+# -- jobs ---------------------------------------------------------------------
+
+
+@cli.group()
+def job() -> None:
+    """Submit and follow Ray jobs (the Job Submission API on the head node)."""
+
+
+_address = click.option(
+    "--address", default=None, help="dashboard URL of the cluster (default: ray.address, or local)"
+)
+
+
+@job.command("submit", context_settings={"ignore_unknown_options": True})
+@click.option("--wait", is_flag=True, help="stream the logs and wait for the end")
+@click.option("--working-dir", type=click.Path(), default=None,
+              help="directory shipped to the cluster as the job's working dir")  # fmt: skip
+@click.option("--runtime-env", type=click.Path(), default=None,
+              help="YAML/JSON runtime_env file (env_vars, pip, ...)")  # fmt: skip
+@click.option("--submission-id", default=None, help="choose the job id")
+@_address
+@click.argument("entrypoint", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def job_submit(obj: _Ctx, wait: bool, working_dir: str | None, runtime_env: str | None,
+               submission_id: str | None, address: str | None,
+               entrypoint: tuple[str, ...]) -> None:  # fmt: skip
+    """Submit ENTRYPOINT (after --) as a Ray job and print its id."""
+    from shipyard import jobs
+
+    env = jobs.load_runtime_env(runtime_env) if runtime_env else None
+    job_id = jobs.submit_job(obj.settings, list(entrypoint), address=address,
+                             working_dir=working_dir, runtime_env=env,
+                             submission_id=submission_id)  # fmt: skip
+    click.echo(job_id)
+    if wait:
+        _follow_and_wait(obj.settings, job_id, address)
+
+
+def _follow_and_wait(settings: Settings, job_id: str, address: str | None) -> Any:
+    from shipyard import jobs
+
+    for chunk in jobs.tail_logs(settings, job_id, address=address):
+        click.echo(chunk, nl=False)
+    info = jobs.wait_for_job(settings, job_id, address=address)
+    click.echo(f"job {job_id} {info.status}")
+    return info
+
+
+@job.command("status")
+@click.argument("job_id")
+@_address
+@click.pass_obj
+def job_status(obj: _Ctx, job_id: str, address: str | None) -> None:
+    """Show a job's status; exit 1 if it FAILED or was STOPPED."""
+    from shipyard import jobs
+
+    info = jobs.job_status(obj.settings, job_id, address=address)
+    click.echo(f"{info.job_id}  {info.status}  {info.entrypoint}")
+    if info.message:
+        click.echo(f"  {info.message.strip().splitlines()[0]}")
+    if info.status in ("FAILED", "STOPPED"):
+        raise SystemExit(1)
+
+
+@job.command("logs")
+@click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="keep streaming until the job ends")
+@_address
+@click.pass_obj
+def job_logs(obj: _Ctx, job_id: str, follow: bool, address: str | None) -> None:
+    """Print a job's logs."""
+    from shipyard import jobs
+
+    if follow:
+        for chunk in jobs.tail_logs(obj.settings, job_id, address=address):
+            click.echo(chunk, nl=False)
+    else:
+        click.echo(jobs.job_logs(obj.settings, job_id, address=address), nl=False)
+
+
+@job.command("list")
+@_address
+@click.pass_obj
+def job_list(obj: _Ctx, address: str | None) -> None:
+    """List the cluster's jobs, oldest first."""
+    from shipyard import jobs
+
+    for info in jobs.list_jobs(obj.settings, address=address):
+        started = (
+            datetime.fromtimestamp(info.start_time, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+            if info.start_time else "-"
+        )  # fmt: skip
+        click.echo(f"{info.job_id:<28} {info.status:<10} {started:<20} {info.entrypoint}")
+
+
+@job.command("stop")
+@click.argument("job_id")
+@click.option("--wait", is_flag=True, help="wait until it has stopped")
+@_address
+@click.pass_obj
+def job_stop(obj: _Ctx, job_id: str, wait: bool, address: str | None) -> None:
+    """Stop a running job."""
+    from shipyard import jobs
+
+    if not jobs.stop_job(obj.settings, job_id, address=address):
+        info = jobs.job_status(obj.settings, job_id, address=address)
+        click.echo(f"job {job_id} was not running ({info.status})")
+        return
+    if wait:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            info = jobs.job_status(obj.settings, job_id, address=address)
+            if info.terminal:
+                click.echo(f"job {job_id} {info.status}")
+                return
+            time.sleep(0.5)
+    click.echo(f"stop requested for {job_id}")
+
+
+# -- data ---------------------------------------------------------------------
+
+
+@cli.group()
+def data() -> None:
+    """Raw data."""
+
+
+def _parse_date(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO date such as 2026-07-01") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+@data.command("generate")
+@click.option("--rows", type=click.IntRange(min=1), required=True, help="how many transactions")
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="output directory (default: <data_root>/raw/transactions)")  # fmt: skip
+@click.option("--start", callback=_parse_date, default=None,
+              help="first day, ISO date (default 2026-07-01)")  # fmt: skip
+@click.option("--days", type=click.IntRange(1, 3660), default=120, show_default=True)
+@click.option("--fraud-rate", type=float, default=0.012, show_default=True)
+@click.option("--overwrite", is_flag=True, help="replace a dataset generated there before")
+@click.pass_obj
+def data_generate(obj: _Ctx, rows: int, seed: int, out: str | None, start: datetime | None,
+                  days: int, fraud_rate: float, overwrite: bool) -> None:  # fmt: skip
+    """Generate synthetic card transactions as date-partitioned parquet."""
+    from pipelines.data.generate import GenerateConfig, generate
+
+    kwargs: dict[str, Any] = {"rows": rows, "seed": seed, "days": days, "fraud_rate": fraud_rate}
+    if start is not None:
+        kwargs["start"] = start
+    cfg = GenerateConfig(**kwargs)
+    target = Path(out) if out else obj.settings.raw_data_dir
+    result = generate(cfg, target, overwrite=overwrite, progress=_progress_bar("generating"))
+    click.echo(
+        f"wrote {result.rows:,} transactions ({result.fraud_rows:,} fraud, "
+        f"{result.fraud_rate:.2%}) in {result.files} files to {result.path} "
+        f"in {result.seconds:.1f}s"
+    )
+
+
+def _progress_bar(label: str) -> Any:
+    began = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        rate = done / max(time.monotonic() - began, 1e-9)
+        _say(f"{label}: {done:,}/{total:,} rows ({done / total:.0%}, {rate:,.0f} rows/s)")
+
+    return report
+
+
+# -- demo ---------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--rows", type=click.IntRange(min=1000), default=200_000, show_default=True)
+@click.option("--workers", type=click.IntRange(0, 16), default=None)
+@click.pass_obj
+def demo(obj: _Ctx, rows: int, workers: int | None) -> None:
+    """Run the platform's flow end to end on the local platform (leaves it running)."""
+    from shipyard.demo import run_demo
+
+    run_demo(obj.settings, rows=rows, workers=workers, say=_say, echo=click.echo)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the CLI, turning errors into one line and an exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="shipyard", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        _say("aborted")
+        return 130
+    except ShipyardError as exc:
+        if debug:
+            traceback.print_exc()
+        _say(f"error: {exc.message}")
+        if exc.hint:
+            _say(f"hint: {exc.hint}")
+        return exc.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except Exception as exc:  # a bug of ours: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        _say(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

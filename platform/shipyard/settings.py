@@ -1,0 +1,181 @@
+"""One typed settings object for every Shipyard command and job.
+
+Precedence, lowest to highest: defaults < YAML file (``--config`` or
+``SHIPYARD_CONFIG``) < ``SHIPYARD_*`` environment variables (nested keys with a
+double underscore: ``SHIPYARD_RAY__HEAD_PORT=6390``). Nothing is read at import
+time; call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from shipyard.errors import ConfigError
+
+__all__ = ["MlflowSettings", "RaySettings", "Settings", "load_settings"]
+
+ENV_PREFIX = "SHIPYARD_"
+Port = int
+
+
+class RaySettings(BaseModel):
+    """The Ray cluster: the local one that ``shipyard up`` starts, or a remote one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str | None = Field(
+        default=None,
+        description="Job Submission API (dashboard) URL of a running cluster, e.g. "
+        "http://ray-head:8265. Unset: the local cluster from `shipyard up`.",
+    )
+    head_port: Port = Field(default=6380, ge=1, le=65535)  # 6379 is Redis's
+    dashboard_port: Port = Field(default=8265, ge=1, le=65535)
+    client_server_port: Port = Field(default=10001, ge=1, le=65535)
+    dashboard_agent_port: Port = Field(default=52365, ge=1, le=65535)
+    min_worker_port: Port = Field(default=11000, ge=1, le=65535)
+    max_worker_port: Port = Field(default=11999, ge=1, le=65535)
+    workers: int = Field(default=1, ge=0, le=16, description="worker nodes besides the head")
+    cpus_per_node: int | None = Field(default=None, ge=1, description="unset: Ray detects")
+    object_store_memory_mb: int = Field(default=512, ge=78)
+    start_timeout_s: float = Field(default=90.0, gt=0)
+
+    @model_validator(mode="after")
+    def _worker_port_range(self) -> RaySettings:
+        if self.min_worker_port > self.max_worker_port:
+            raise ValueError(
+                f"min_worker_port ({self.min_worker_port}) must not exceed "
+                f"max_worker_port ({self.max_worker_port})"
+            )
+        return self
+
+
+class MlflowSettings(BaseModel):
+    """The MLflow tracking server: local (started by ``shipyard up``) or remote."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tracking_uri: str | None = Field(
+        default=None,
+        description="http(s) URL of a running MLflow server. Unset: the local one.",
+    )
+    port: Port = Field(default=5050, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=16)
+    start_timeout_s: float = Field(default=90.0, gt=0)
+
+
+class Settings(BaseSettings):
+    """Everything configurable in Shipyard, validated on load."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    profile: Literal["local", "cluster"] = "local"
+    data_root: Path = Field(
+        default=Path("~/.shipyard"),
+        description="where data, run state, logs and the local MLflow store live",
+    )
+    host: Literal["127.0.0.1", "localhost", "::1"] = Field(
+        default="127.0.0.1", description="local services bind to loopback only"
+    )
+    ray: RaySettings = Field(default_factory=RaySettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+
+    @model_validator(mode="after")
+    def _expand(self) -> Settings:
+        self.data_root = self.data_root.expanduser().resolve()
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Init values carry the YAML file; the environment overrides them.
+        return (env_settings, init_settings)
+
+    # Derived locations, so no module builds paths of its own.
+    @property
+    def run_dir(self) -> Path:
+        return self.data_root / "run"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_root / "logs"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.data_root / "mlflow"
+
+    @property
+    def raw_data_dir(self) -> Path:
+        return self.data_root / "raw" / "transactions"
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist",
+            hint="pass an existing file with --config or SHIPYARD_CONFIG, or drop it",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of settings, got {type(data).__name__}"
+        )
+    return data
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(root)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown setting (check the spelling; see README 'Settings')")
+            continue
+        value = err.get("input")
+        msg = err["msg"]
+        lines.append(f"{key}={value!r}: {msg} (set by {source} or {_env_name(loc)})")
+    return "; ".join(lines)
+
+
+def load_settings(config: str | os.PathLike[str] | None = None) -> Settings:
+    """Load settings: defaults < YAML file < ``SHIPYARD_*`` environment.
+
+    ``config`` defaults to ``$SHIPYARD_CONFIG``; when neither is given no file is read.
+    """
+    path_text = config if config is not None else os.environ.get(f"{ENV_PREFIX}CONFIG")
+    path = Path(path_text).expanduser() if path_text else None
+    file_values = _read_yaml(path) if path else {}
+    source = f"config file {path}" if path else "the config file"
+    try:
+        return Settings(**file_values)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {_describe(exc, source)}") from None

@@ -1,0 +1,1 @@
+"""Online workloads: Ray Serve applications (see DESIGN.md, Layout)."""

@@ -1,0 +1,1 @@
+"""Model replicas serving registered MLflow versions (built in the serving issue)."""

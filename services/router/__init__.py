@@ -1,0 +1,1 @@
+"""Canary-aware ingress router (built in the serving issue)."""
