@@ -70,7 +70,7 @@ def run_demo(
     echo(f"  job             {job_id}: {info.status}")
     echo(f"  result          {summary['rows']:,} transactions, "
          f"{summary['fraud_rate']:.2%} fraud, {summary['days']} days, "
-         f"{summary['customers']:,} customers, read on {summary['ray_nodes']} Ray nodes")  # fmt: skip
+         f"read on {summary['ray_nodes']} Ray nodes")  # fmt: skip
     echo(f"  report          {report}")
     echo("  the platform keeps running: `shipyard status`, `shipyard down` to stop it")
     echo("=" * 64)

@@ -203,7 +203,7 @@ def tail_logs(settings: Settings, job_id: str, *, address: str | None = None) ->
                 chunk = loop.run_until_complete(agen.__anext__())
             except StopAsyncIteration:
                 return
-            except Exception as exc:  # the websocket dropped: fall back to polling
+            except Exception as exc:  # the websocket dropped mid-stream
                 raise JobError(f"lost the log stream of {job_id}: {_first_line(exc)}") from None
             yield chunk
     finally:

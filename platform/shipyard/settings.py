@@ -174,7 +174,7 @@ def load_settings(config: str | os.PathLike[str] | None = None) -> Settings:
     path_text = config if config is not None else os.environ.get(f"{ENV_PREFIX}CONFIG")
     path = Path(path_text).expanduser() if path_text else None
     file_values = _read_yaml(path) if path else {}
-    source = f"config file {path}" if path else "the config file"
+    source = f"config file {path}" if path else "a config file"
     try:
         return Settings(**file_values)
     except ValidationError as exc:
