@@ -232,21 +232,24 @@ def wait_for_job(
             )
         time.sleep(poll)
     if info.status != "SUCCEEDED":
-        raise JobFailedError(f"job {job_id} {info.status}: {_reason(info.message)}")
+        try:
+            logs = job_logs(settings, job_id, address=address)
+        except JobError:
+            logs = ""
+        raise JobFailedError(f"job {job_id} {info.status}: {_reason(info.message, logs)}")
     return info
 
 
-def _reason(message: str) -> str:
-    """Ray's message, trimmed to the part a user needs (it may embed a log tail)."""
-    text = message.strip()
-    if not text:
-        return "no reason given"
-    lines = [ln for ln in text.splitlines() if ln.strip()]
-    head = lines[0]
-    # Ray appends the last log lines; the last one usually names the error.
-    if len(lines) > 1:
-        head = f"{head} ... {lines[-1].strip()}"
-    return head[:600]
+def _reason(message: str, logs: str) -> str:
+    """Ray's message, plus the job's last log line, which usually names the error."""
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    head = lines[0] if lines else "no reason given"
+    if head.endswith(":"):  # Ray's "...last available logs (truncated ...):" preamble
+        head = head[:-1]
+    last = [ln.strip() for ln in logs.splitlines() if ln.strip()]
+    if last and not last[-1].startswith("Running entrypoint for job"):
+        head = f"{head}; last log line: {last[-1]}"
+    return head[:800]
 
 
 def to_json(info: JobInfo) -> str:

@@ -1,0 +1,114 @@
+"""One real local platform per test session: `shipyard up` with 1 worker node.
+
+Ports are picked free for the session and the data root is private, so a
+developer's own platform keeps running undisturbed. Teardown runs `shipyard
+down` and checks that none of the processes it started are left, even when
+tests failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import shipyard_cmd
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _free_range(size: int) -> int:
+    for _ in range(50):
+        base = random.randrange(20000, 40000 - size)
+        socks = []
+        try:
+            for port in range(base, base + size):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free port range for Ray workers")
+
+
+@dataclass
+class Platform:
+    env: dict[str, str]
+    root: Path
+    dashboard: str
+    mlflow: str
+
+    def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*shipyard_cmd(), *args], capture_output=True, text=True, env=self.env, timeout=timeout
+        )
+
+
+def _recorded_pids(root: Path) -> list[psutil.Process]:
+    state = root / "run" / "platform.json"
+    procs = []
+    if state.exists():
+        for comp in json.loads(state.read_text())["components"].values():
+            try:
+                proc = psutil.Process(comp["pid"])
+                procs.append(proc)
+                procs.extend(proc.children(recursive=True))
+            except psutil.Error:
+                pass
+    return procs
+
+
+@pytest.fixture(scope="session")
+def platform() -> Iterator[Platform]:
+    # A short root: Ray's unix socket paths must stay under 108 bytes.
+    root = Path(tempfile.mkdtemp(prefix="sy-"))
+    base = _free_range(120)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPYARD_", "RAY_"))}
+    env.update(
+        SHIPYARD_DATA_ROOT=str(root),
+        SHIPYARD_RAY__HEAD_PORT=str(_free_port()),
+        SHIPYARD_RAY__DASHBOARD_PORT=str(_free_port()),
+        SHIPYARD_RAY__CLIENT_SERVER_PORT=str(_free_port()),
+        SHIPYARD_RAY__DASHBOARD_AGENT_PORT=str(_free_port()),
+        SHIPYARD_RAY__MIN_WORKER_PORT=str(base),
+        SHIPYARD_RAY__MAX_WORKER_PORT=str(base + 119),
+        SHIPYARD_RAY__CPUS_PER_NODE="2",
+        SHIPYARD_RAY__OBJECT_STORE_MEMORY_MB="300",
+        SHIPYARD_MLFLOW__PORT=str(_free_port()),
+    )
+    started: list[psutil.Process] = []
+    up = subprocess.run([*shipyard_cmd(), "up", "--workers", "1"], capture_output=True,
+                        text=True, env=env, timeout=240)  # fmt: skip
+    try:
+        started = _recorded_pids(root)
+        assert up.returncode == 0, f"shipyard up failed:\n{up.stdout}\n{up.stderr}"
+        lines = dict(
+            line.split(":", 1) for line in up.stdout.splitlines() if line.startswith(("Ray d", "ML"))
+        )
+        yield Platform(env, root, lines["Ray dashboard"].strip(), lines["MLflow UI"].strip())
+    finally:
+        down = subprocess.run([*shipyard_cmd(), "down"], capture_output=True, text=True,
+                              env=env, timeout=180)  # fmt: skip
+        _, alive = psutil.wait_procs(started, timeout=10)
+        for proc in alive:  # the test fails below; still leave nothing behind
+            proc.kill()
+        assert down.returncode == 0, down.stderr
+        assert not alive, f"shipyard down left processes behind: {alive}"
+        assert not (root / "run" / "platform.json").exists()

@@ -1,0 +1,123 @@
+"""The CLI as a user meets it: help everywhere, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import click
+import pytest
+
+from shipyard.cli import cli
+from tests.conftest import shipyard_cmd
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*shipyard_cmd(), *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+def all_commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = [prefix]
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            out += all_commands(cmd, (*prefix, name))
+        else:
+            out.append((*prefix, name))
+    return out
+
+
+def test_every_command_has_help() -> None:
+    from click.testing import CliRunner
+
+    runner = CliRunner()
+    commands = all_commands(cli)
+    assert ("job", "submit") in commands and ("data", "generate") in commands
+    for path in commands:
+        result = runner.invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage:" in result.output
+
+
+def test_errors_are_one_line_without_traceback_unless_debug(shipyard_env: dict[str, str]) -> None:
+    env = dict(shipyard_env, SHIPYARD_PROFILE="staging")
+    result = run("status", env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: invalid settings: profile='staging'")
+    assert len(result.stderr.strip().splitlines()) == 1
+    debug = run("--debug", "status", env=env)
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_port_in_use_is_one_clear_error(shipyard_env: dict[str, str]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        env = dict(shipyard_env, SHIPYARD_RAY__DASHBOARD_PORT=str(port))
+        result = run("up", env=env)
+    assert result.returncode == 1
+    assert f"error: port {port} on 127.0.0.1 is already in use (setting ray.dashboard_port)" in (
+        result.stderr
+    )
+    assert "SHIPYARD_RAY__DASHBOARD_PORT" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_up_refuses_the_cluster_profile(shipyard_env: dict[str, str]) -> None:
+    result = run("up", env=dict(shipyard_env, SHIPYARD_PROFILE="cluster"))
+    assert result.returncode == 1 and "Helm chart" in result.stderr
+
+
+def test_unreachable_cluster_and_missing_working_dir(shipyard_env: dict[str, str], tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    result = run("job", "list", "--address", f"http://127.0.0.1:{dead}", env=shipyard_env)
+    assert result.returncode == 1
+    assert f"cannot reach the Ray Job API at http://127.0.0.1:{dead}" in result.stderr
+    assert "shipyard up" in result.stderr
+    result = run("job", "submit", "--working-dir", str(tmp_path / "missing"), "--", "echo", "hi",
+                 env=shipyard_env)  # fmt: skip
+    assert result.returncode == 1
+    assert "working dir" in result.stderr and "does not exist" in result.stderr
+    result = run("job", "submit", "--", env=shipyard_env)
+    assert result.returncode == 1 and "no entrypoint given" in result.stderr
+
+
+def test_status_exits_non_zero_when_down(shipyard_env: dict[str, str]) -> None:
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        env = dict(shipyard_env, SHIPYARD_RAY__DASHBOARD_PORT=str(a.getsockname()[1]),
+                   SHIPYARD_MLFLOW__PORT=str(b.getsockname()[1]))  # fmt: skip
+        result = run("status", env=env)
+    assert result.returncode == 1
+    assert "ray" in result.stdout and "DOWN" in result.stdout
+
+
+def test_down_with_nothing_running(shipyard_env: dict[str, str]) -> None:
+    result = run("down", env=shipyard_env)
+    assert result.returncode == 0 and "nothing was running" in result.stdout
+
+
+def test_data_generate_cli(shipyard_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "tx"
+    result = run("data", "generate", "--rows", "5000", "--seed", "3", "--out", str(out),
+                 env=shipyard_env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "wrote 5,000 transactions" in result.stdout
+    assert "5,000/5,000 rows" in result.stderr  # progress
+    again = run("data", "generate", "--rows", "5000", "--out", str(out), env=shipyard_env)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    bad = run("data", "generate", "--rows", "0", env=shipyard_env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("args", [["job", "status"], ["data", "generate"], ["nosuch"]])
+def test_usage_errors_exit_2(args: list[str], shipyard_env: dict[str, str]) -> None:
+    result = run(*args, env=shipyard_env)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
