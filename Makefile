@@ -25,7 +25,7 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(BIN)/shipyard demo
 
-test: install-test
+test: install-test lint
 	$(BIN)/python -m pytest
 
 lint: install-test

@@ -30,7 +30,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
 from shipyard.errors import DataError
 
 __all__ = ["GenerateConfig", "GenerateResult", "SCHEMA", "generate"]

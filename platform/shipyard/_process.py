@@ -8,6 +8,7 @@ started; Ray workers that move to their own session are still its descendants.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -118,12 +119,9 @@ def tree_of(pid: int) -> list[psutil.Process]:
 
 
 def _reap(pid: int) -> None:
-    try:
+    """Collect an exited child of ours, so it does not linger as a zombie."""
+    with contextlib.suppress(OSError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    except OSError:
-        pass
 
 
 def stop_tree(pid: int, timeout: float = 30.0) -> int:
@@ -132,16 +130,12 @@ def stop_tree(pid: int, timeout: float = 30.0) -> int:
     procs = tree_of(pid)
     if not procs:
         return 0
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     _, alive = psutil.wait_procs(procs, timeout=timeout)
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.Error):
             proc.kill()
-        except psutil.Error:
-            pass
     psutil.wait_procs(alive, timeout=5)
     _reap(pid)
     return len(alive)

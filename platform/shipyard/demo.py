@@ -50,7 +50,9 @@ def run_demo(
             GenerateConfig(rows=rows, seed=seed), raw, overwrite=True,
             progress=lambda done, total: say(f"      {done:,}/{total:,} rows"),
         )  # fmt: skip
-        say(f"      {result.fraud_rows:,} fraud rows ({result.fraud_rate:.2%}), {result.files} files")
+        say(
+            f"      {result.fraud_rows:,} fraud rows ({result.fraud_rate:.2%}), {result.files} files"
+        )
 
     report = settings.data_root / "reports" / "raw_summary.json"
     entry = ["python", "-m", "pipelines.data.summary", "--input", str(raw), "--out", str(report)]

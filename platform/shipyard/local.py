@@ -141,8 +141,7 @@ def _require_free(host: str, ports: dict[str, int]) -> None:
             env = "SHIPYARD_" + setting.upper().replace(".", "__")
             raise PortInUseError(
                 f"port {port} on {host} is already in use (setting {setting})",
-                hint=f"free it, or choose another port with {setting} in shipyard.yaml "
-                f"or {env}",
+                hint=f"free it, or choose another port with {setting} in shipyard.yaml or {env}",
             )
 
 
@@ -346,7 +345,9 @@ def up(
             hint="on Kubernetes install the Helm chart instead, or set profile: local",
         )
     if workers is not None:
-        settings = settings.model_copy(update={"ray": settings.ray.model_copy(update={"workers": workers})})
+        settings = settings.model_copy(
+            update={"ray": settings.ray.model_copy(update={"workers": workers})}
+        )
     with _locked(settings):
         state = load_state(settings)
         running = {n: c for n, c in state.components.items() if c.alive()}
@@ -394,7 +395,9 @@ def down(settings: Settings, progress: Progress = lambda _msg: None) -> list[str
         state = load_state(settings)
         order = sorted(
             state.components.values(),
-            key=lambda c: (0 if c.name.startswith("ray-worker") else 1 if c.name == "ray-head" else 2),
+            key=lambda c: (
+                0 if c.name.startswith("ray-worker") else 1 if c.name == "ray-head" else 2
+            ),
         )
         stopped = []
         for comp in order:
@@ -410,8 +413,10 @@ def status(settings: Settings) -> list[ComponentStatus]:
     """Probe each component: the local ones from the state file, or remote addresses."""
     out: list[ComponentStatus] = []
     state = load_state(settings)
-    dashboard = settings.ray.address or state.dashboard_url or (
-        f"http://{settings.host}:{settings.ray.dashboard_port}"
+    dashboard = (
+        settings.ray.address
+        or state.dashboard_url
+        or (f"http://{settings.host}:{settings.ray.dashboard_port}")
     )
     resp = _http_ok(f"{dashboard.rstrip('/')}/api/version")
     version = resp.json().get("ray_version", "") if resp is not None else ""
@@ -430,8 +435,10 @@ def status(settings: Settings) -> list[ComponentStatus]:
                     ComponentStatus(comp.name, alive, comp.address, version,
                                     f"pid {comp.pid}" if alive else "process gone")
                 )  # fmt: skip
-    tracking = settings.mlflow.tracking_uri or state.mlflow_url or (
-        f"http://{settings.host}:{settings.mlflow.port}"
+    tracking = (
+        settings.mlflow.tracking_uri
+        or state.mlflow_url
+        or (f"http://{settings.host}:{settings.mlflow.port}")
     )
     tracking = tracking.rstrip("/")
     health = _http_ok(f"{tracking}/health")

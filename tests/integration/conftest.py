@@ -100,7 +100,9 @@ def platform() -> Iterator[Platform]:
         started = _recorded_pids(root)
         assert up.returncode == 0, f"shipyard up failed:\n{up.stdout}\n{up.stderr}"
         lines = dict(
-            line.split(":", 1) for line in up.stdout.splitlines() if line.startswith(("Ray d", "ML"))
+            line.split(":", 1)
+            for line in up.stdout.splitlines()
+            if line.startswith(("Ray d", "ML"))
         )
         yield Platform(env, root, lines["Ray dashboard"].strip(), lines["MLflow UI"].strip())
     finally:

@@ -59,7 +59,13 @@ def test_job_succeeds_and_its_logs_read_back(platform: Platform, tmp_path: Path)
 
 def test_failing_job_reports_failed_with_reason(platform: Platform) -> None:
     result = platform.run(
-        "job", "submit", "--wait", "--", "python", "-c", "import sys; print('about to fail'); sys.exit(3)"
+        "job",
+        "submit",
+        "--wait",
+        "--",
+        "python",
+        "-c",
+        "import sys; print('about to fail'); sys.exit(3)",
     )
     assert result.returncode == 1
     assert "about to fail" in result.stdout  # the streamed logs

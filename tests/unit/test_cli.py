@@ -8,12 +8,14 @@ from pathlib import Path
 
 import click
 import pytest
-
 from shipyard.cli import cli
+
 from tests.conftest import shipyard_cmd
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [*shipyard_cmd(), *args], capture_output=True, text=True, env=env, timeout=timeout
     )
@@ -72,7 +74,9 @@ def test_up_refuses_the_cluster_profile(shipyard_env: dict[str, str]) -> None:
     assert result.returncode == 1 and "Helm chart" in result.stderr
 
 
-def test_unreachable_cluster_and_missing_working_dir(shipyard_env: dict[str, str], tmp_path: Path) -> None:
+def test_unreachable_cluster_and_missing_working_dir(
+    shipyard_env: dict[str, str], tmp_path: Path
+) -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         dead = sock.getsockname()[1]

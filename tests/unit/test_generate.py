@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as pads
 import pytest
+from shipyard.errors import DataError
 
 from pipelines.data.generate import CHUNK_ROWS, SCHEMA, GenerateConfig, generate
-from shipyard.errors import DataError
 
 
 def read(path: Path) -> pd.DataFrame:
@@ -54,7 +54,9 @@ def test_same_seed_same_bytes_different_seed_different_data(tmp_path: Path) -> N
     assert not read(a.path).equals(read(c.path))
 
 
-def test_timestamps_fall_in_the_period_and_in_their_partition(big: tuple[Path, pd.DataFrame]) -> None:
+def test_timestamps_fall_in_the_period_and_in_their_partition(
+    big: tuple[Path, pd.DataFrame],
+) -> None:
     _, df = big
     start = datetime(2026, 7, 1, tzinfo=timezone.utc)
     assert df["timestamp"].min() >= pd.Timestamp(start)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from shipyard.errors import ConfigError
 from shipyard.settings import load_settings
 
