@@ -7,7 +7,6 @@ stderr and a non-zero exit; ``--debug`` adds the traceback.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 import traceback
@@ -296,8 +295,6 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning errors into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
-    # Ray's job SDK logs each closed log stream at INFO; keep the CLI's output clean.
-    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
     try:
         cli.main(args=args, prog_name="shipyard", standalone_mode=False)
     except click.exceptions.Exit as exc:

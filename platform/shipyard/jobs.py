@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shlex
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -70,6 +71,8 @@ def resolve_address(settings: Settings, address: str | None = None) -> str:
 def _client(address: str) -> Any:
     from ray.job_submission import JobSubmissionClient
 
+    # The SDK sets its logger to INFO on import and logs every closed log stream.
+    logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
     try:
         return JobSubmissionClient(address)
     except (ConnectionError, RuntimeError, ValueError) as exc:
