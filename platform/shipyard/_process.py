@@ -13,13 +13,12 @@ import os
 import signal
 import socket
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
 
-__all__ = ["is_alive", "port_is_free", "spawn", "stop_tree", "tree_of", "wait_for_port"]
+__all__ = ["create_time", "is_alive", "port_is_free", "spawn", "stop_tree", "tree_of"]
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -32,26 +31,6 @@ def port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def port_is_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def wait_for_port(host: str, port: int, timeout: float, proc: psutil.Process | None = None) -> bool:
-    """Wait until ``host:port`` accepts connections; False on timeout or if ``proc`` dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if port_is_open(host, port):
-            return True
-        if proc is not None and not is_alive(proc.pid):
-            return False
-        time.sleep(0.3)
-    return False
 
 
 def spawn(argv: Sequence[str], log_path: Path, env: dict[str, str] | None = None) -> int:

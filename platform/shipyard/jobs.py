@@ -8,7 +8,6 @@ laptop and on Kubernetes.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import shlex
 import time
@@ -253,7 +252,3 @@ def _reason(message: str, logs: str) -> str:
     if last and not last[-1].startswith("Running entrypoint for job"):
         head = f"{head}; last log line: {last[-1]}"
     return head[:800]
-
-
-def to_json(info: JobInfo) -> str:
-    return json.dumps(info.__dict__)

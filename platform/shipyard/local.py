@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import requests
 
@@ -450,7 +449,3 @@ def status(settings: Settings) -> list[ComponentStatus]:
         )
     )  # fmt: skip
     return out
-
-
-def describe(state: PlatformState) -> dict[str, Any]:
-    return {name: asdict(comp) for name, comp in state.components.items()}
