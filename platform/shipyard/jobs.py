@@ -234,12 +234,38 @@ def wait_for_job(
             )
         time.sleep(poll)
     if info.status != "SUCCEEDED":
+        raise JobFailedError(
+            f"job {job_id} {info.status}: {_reason(info.message, _final_logs(settings, job_id, address))}"
+        )
+    return info
+
+
+def _final_logs(settings: Settings, job_id: str, address: str | None, grace: float = 10.0) -> str:
+    """The job's logs once its last lines have landed: the file may trail the status."""
+    deadline = time.monotonic() + grace
+    logs = ""
+    while True:
         try:
             logs = job_logs(settings, job_id, address=address)
         except JobError:
-            logs = ""
-        raise JobFailedError(f"job {job_id} {info.status}: {_reason(info.message, logs)}")
-    return info
+            return logs
+        if _last_line(logs) or time.monotonic() > deadline:
+            return logs
+        time.sleep(0.5)
+
+
+def _last_line(logs: str) -> str:
+    """The job's own last output line, skipping the job manager's bookkeeping lines
+    (which may land after the entrypoint's output)."""
+    for line in reversed(logs.splitlines()):
+        line = line.strip()
+        if (
+            line
+            and not line.startswith("Running entrypoint for job")
+            and ("job_manager.py" not in line)
+        ):
+            return line
+    return ""
 
 
 def _reason(message: str, logs: str) -> str:
@@ -248,7 +274,7 @@ def _reason(message: str, logs: str) -> str:
     head = lines[0] if lines else "no reason given"
     if head.endswith(":"):  # Ray's "...last available logs (truncated ...):" preamble
         head = head[:-1]
-    last = [ln.strip() for ln in logs.splitlines() if ln.strip()]
-    if last and not last[-1].startswith("Running entrypoint for job"):
-        head = f"{head}; last log line: {last[-1]}"
+    last = _last_line(logs)
+    if last:
+        head = f"{head}; last log line: {last}"
     return head[:800]

@@ -79,7 +79,10 @@ def test_failing_job_reports_failed_with_reason(platform: Platform) -> None:
 def test_bad_entrypoint_fails_with_reason(platform: Platform) -> None:
     result = platform.run("job", "submit", "--wait", "--", "no-such-command-xyz")
     assert result.returncode == 1
-    assert "FAILED" in result.stderr and "not found" in result.stderr
+    assert "FAILED" in result.stderr and "not found" in result.stderr, (
+        result.stdout,
+        result.stderr,
+    )
 
 
 def test_runtime_env_file_and_stop(platform: Platform, tmp_path: Path) -> None:
