@@ -21,7 +21,6 @@ from shipyard.errors import ConfigError
 __all__ = ["MlflowSettings", "RaySettings", "Settings", "load_settings"]
 
 ENV_PREFIX = "SHIPYARD_"
-Port = int
 
 
 class RaySettings(BaseModel):
@@ -34,12 +33,12 @@ class RaySettings(BaseModel):
         description="Job Submission API (dashboard) URL of a running cluster, e.g. "
         "http://ray-head:8265. Unset: the local cluster from `shipyard up`.",
     )
-    head_port: Port = Field(default=6380, ge=1, le=65535)  # 6379 is Redis's
-    dashboard_port: Port = Field(default=8265, ge=1, le=65535)
-    client_server_port: Port = Field(default=10001, ge=1, le=65535)
-    dashboard_agent_port: Port = Field(default=52365, ge=1, le=65535)
-    min_worker_port: Port = Field(default=11000, ge=1, le=65535)
-    max_worker_port: Port = Field(default=11999, ge=1, le=65535)
+    head_port: int = Field(default=6380, ge=1, le=65535)  # 6379 is Redis's
+    dashboard_port: int = Field(default=8265, ge=1, le=65535)
+    client_server_port: int = Field(default=10001, ge=1, le=65535)
+    dashboard_agent_port: int = Field(default=52365, ge=1, le=65535)
+    min_worker_port: int = Field(default=11000, ge=1, le=65535)
+    max_worker_port: int = Field(default=11999, ge=1, le=65535)
     workers: int = Field(default=1, ge=0, le=16, description="worker nodes besides the head")
     cpus_per_node: int | None = Field(default=None, ge=1, description="unset: Ray detects")
     object_store_memory_mb: int = Field(default=512, ge=78)
@@ -64,7 +63,7 @@ class MlflowSettings(BaseModel):
         default=None,
         description="http(s) URL of a running MLflow server. Unset: the local one.",
     )
-    port: Port = Field(default=5050, ge=1, le=65535)
+    port: int = Field(default=5050, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=16)
     start_timeout_s: float = Field(default=90.0, gt=0)
 
