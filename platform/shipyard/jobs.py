@@ -25,7 +25,7 @@ from shipyard.errors import (
     JobFailedError,
     JobNotFoundError,
 )
-from shipyard.local import load_state
+from shipyard.local import dashboard_address
 from shipyard.settings import Settings
 
 __all__ = [
@@ -59,12 +59,7 @@ class JobInfo:
 
 def resolve_address(settings: Settings, address: str | None = None) -> str:
     """The dashboard URL: explicit > ``ray.address`` > the local cluster."""
-    if address:
-        return address if "://" in address else f"http://{address}"
-    if settings.ray.address:
-        return settings.ray.address
-    head = load_state(settings).dashboard_url
-    return head or f"http://{settings.host}:{settings.ray.dashboard_port}"
+    return dashboard_address(settings, address)
 
 
 def _client(address: str) -> Any:

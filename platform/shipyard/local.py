@@ -408,15 +408,23 @@ def down(settings: Settings, progress: Progress = lambda _msg: None) -> list[str
         return stopped
 
 
+def dashboard_address(
+    settings: Settings, address: str | None = None, state: PlatformState | None = None
+) -> str:
+    """The Ray dashboard URL: explicit > ``ray.address`` > the local cluster's."""
+    if address:
+        return address if "://" in address else f"http://{address}"
+    if settings.ray.address:
+        return settings.ray.address
+    head = (state or load_state(settings)).dashboard_url
+    return head or f"http://{settings.host}:{settings.ray.dashboard_port}"
+
+
 def status(settings: Settings) -> list[ComponentStatus]:
     """Probe each component: the local ones from the state file, or remote addresses."""
     out: list[ComponentStatus] = []
     state = load_state(settings)
-    dashboard = (
-        settings.ray.address
-        or state.dashboard_url
-        or (f"http://{settings.host}:{settings.ray.dashboard_port}")
-    )
+    dashboard = dashboard_address(settings, state=state)
     resp = _http_ok(f"{dashboard.rstrip('/')}/api/version")
     version = resp.json().get("ray_version", "") if resp is not None else ""
     nodes = alive_ray_nodes(dashboard.rstrip("/")) if resp is not None else None
