@@ -32,3 +32,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         passed = len(reporter.stats.get("passed", [])) if reporter else 0
         if passed == 0:
             session.exitstatus = 1
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip when a backing service is down, except in CI, where that is a failure."""
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError as exc:
+        message = f"{name} is not reachable on {host}:{port} ({exc})"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must provide it")
+        pytest.skip(message)

@@ -277,6 +277,105 @@ def _progress_bar(label: str) -> Any:
     return report
 
 
+# -- features -----------------------------------------------------------------
+
+
+@cli.group()
+def features() -> None:
+    """The feature pipeline (Ray Data) and the feature store (Feast)."""
+
+
+_local = click.option("--local", is_flag=True,
+                      help="run in this process on a private Ray instead of as a Ray job")  # fmt: skip
+
+
+@features.command("build")
+@click.option("--input", "input_", type=click.Path(), default=None,
+              help="raw transactions (default: <data_root>/raw/transactions)")  # fmt: skip
+@click.option("--since", callback=_parse_date, default=None,
+              help="emit features from this time on (ISO 8601); needs --until")  # fmt: skip
+@click.option("--until", callback=_parse_date, default=None,
+              help="up to this time, exclusive (ISO 8601); needs --since")  # fmt: skip
+@_local
+@click.pass_obj
+def features_build(obj: _Ctx, input_: str | None, since: datetime | None,
+                   until: datetime | None, local: bool) -> None:  # fmt: skip
+    """Validate raw transactions and compute point-in-time feature tables."""
+    from shipyard import features as feats
+
+    manifest = feats.build(obj.settings, input=Path(input_) if input_ else None, since=since,
+                           until=until, local=local, echo=click.echo)  # fmt: skip
+    quarantined = sum(manifest["quarantined"].values())
+    click.echo(
+        f"rows read {manifest['rows_read']:,}, accepted {manifest['accepted']:,}, "
+        f"quarantined {quarantined:,}"
+        + "".join(f"\n  {k}: {v:,}" for k, v in sorted(manifest["quarantined"].items()))
+    )
+    click.echo(f"feature tables in {manifest['out']}")
+
+
+@features.command("apply")
+@click.pass_obj
+def features_apply(obj: _Ctx) -> None:
+    """Register entities, feature views and feature services in the Feast registry."""
+    from shipyard import features as feats
+
+    for name in feats.apply(obj.settings):
+        click.echo(f"applied {name}")
+    click.echo(f"project {obj.settings.features.project} ({obj.settings.profile} profile)")
+
+
+@features.command("materialize")
+@click.option("--end", callback=_parse_date, default=None,
+              help="load values up to this time (ISO 8601; default: now)")  # fmt: skip
+@_local
+@click.pass_obj
+def features_materialize(obj: _Ctx, end: datetime | None, local: bool) -> None:
+    """Load the latest feature values into the online store (Feast's Ray engine)."""
+    from shipyard import features as feats
+
+    feats.materialize(obj.settings, end=end, local=local, echo=click.echo)
+
+
+@features.command("get")
+@click.option("--customer", required=True, help="customer id, e.g. c_0000042")
+@click.option("--merchant", required=True, help="merchant id, e.g. m_000007")
+@click.option("--amount", type=float, default=None,
+              help="the transaction amount, to add request-time features")  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def features_get(obj: _Ctx, customer: str, merchant: str, amount: float | None,
+                 as_json: bool) -> None:  # fmt: skip
+    """Print the online feature values of a customer and a merchant."""
+    from shipyard import features as feats
+
+    values = feats.get(obj.settings, customer, merchant, amount)
+    if as_json:
+        click.echo(json.dumps(values, indent=2, default=str))
+        return
+    width = max(len(k) for k in values)
+    for key, value in values.items():
+        shown = "-" if value is None else (f"{value:.6g}" if isinstance(value, float) else value)
+        click.echo(f"{key:<{width}}  {shown}")
+    if all(values[k] is None for k in values if k.startswith("cust_")):
+        _say(f"note: no online features for customer {customer} (unknown, or not materialized)")
+
+
+@features.command("training-set")
+@click.option("--entities", type=click.Path(dir_okay=False), required=True,
+              help="parquet/CSV with customer_id, merchant_id, event_timestamp, amount")  # fmt: skip
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="parquet to write")
+@_local
+@click.pass_obj
+def features_training_set(obj: _Ctx, entities: str, out: str, local: bool) -> None:
+    """Write a point-in-time correct training set (Feast get_historical_features)."""
+    from shipyard import features as feats
+
+    path = feats.training_set(obj.settings, entities=Path(entities), out=Path(out), local=local,
+                              echo=click.echo)  # fmt: skip
+    click.echo(f"training set written to {path}")
+
+
 # -- demo ---------------------------------------------------------------------
 
 

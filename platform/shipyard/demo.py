@@ -1,8 +1,10 @@
 """``make demo``: the platform's flow end to end on the local platform.
 
 Today: start the platform, generate raw transactions, summarise them in a Ray
-job (logs streamed), and print where everything is. Later stages (features,
-training, serving, canary) extend this flow. The platform is left running.
+job, build point-in-time features in a Ray job (Ray Data), register them in Feast,
+materialize them into the online store (Feast's Ray engine), and print online
+features for a few customers. Later stages (training, serving, canary) extend
+this flow. The platform is left running.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shipyard import jobs
+from shipyard import features, jobs
 from shipyard.local import up
 from shipyard.settings import Settings
 
@@ -36,13 +38,13 @@ def run_demo(
     from pipelines.data.generate import GenerateConfig, generate
 
     began = time.monotonic()
-    say("[1/3] starting the local platform")
+    say("[1/6] starting the local platform")
     state = up(settings, workers=workers, progress=say)
     for name in state.already_running:
         say(f"      {name} already running")
 
     raw = settings.raw_data_dir
-    say(f"[2/3] generating {rows:,} raw transactions in {raw}")
+    say(f"[2/6] generating {rows:,} raw transactions in {raw}")
     if _dataset_matches(raw, rows, seed):
         say("      already there (same rows and seed); reusing it")
     else:
@@ -56,13 +58,26 @@ def run_demo(
 
     report = settings.data_root / "reports" / "raw_summary.json"
     entry = ["python", "-m", "pipelines.data.summary", "--input", str(raw), "--out", str(report)]
-    say("[3/3] submitting a Ray job that summarises them: " + " ".join(entry))
+    say("[3/6] submitting a Ray job that summarises them: " + " ".join(entry))
     job_id = jobs.submit_job(settings, entry, metadata={"shipyard": "demo"})
     say(f"      job {job_id}; streaming its logs")
     for chunk in jobs.tail_logs(settings, job_id):
         echo(chunk.rstrip("\n"))
     info = jobs.wait_for_job(settings, job_id)
     summary = json.loads(report.read_text())
+
+    say("[4/6] building features in a Ray job (validate, quarantine, point-in-time windows)")
+    manifest = features.build(settings, echo=_quiet(echo))
+    say(f"      {manifest['accepted']:,} rows accepted, "
+        f"{sum(manifest['quarantined'].values()):,} quarantined; "
+        f"{manifest['customer_rows']:,} customer rows, {manifest['merchant_rows']:,} merchant rows")  # fmt: skip
+    say("[5/6] registering the feature repo in Feast and materializing the online store")
+    for name in features.apply(settings):
+        say(f"      applied {name}")
+    features.materialize(settings, echo=_quiet(echo))
+    say("[6/6] reading online features for a few customers")
+    samples = _samples(raw)
+    online = [features.get(settings, c, m, a) for c, m, a in samples]
 
     echo("")
     echo("=" * 64)
@@ -74,6 +89,52 @@ def run_demo(
          f"{summary['fraud_rate']:.2%} fraud, {summary['days']} days, "
          f"read on {summary['ray_nodes']} Ray nodes")  # fmt: skip
     echo(f"  report          {report}")
+    echo(f"  features        {manifest['out']} (build took {manifest['seconds']:.0f}s)")
+    echo("  online features (Feast, fraud_model_v1):")
+    echo(f"    {'customer':<10} {'merchant':<9} {'amount':>8} {'tx 24h':>6} {'tx 7d':>6} "
+         f"{'mean 7d':>8} {'amt/mean':>8} {'merch fraud 30d':>15}")  # fmt: skip
+    for (cust, merch, amount), row in zip(samples, online, strict=True):
+        echo(f"    {cust:<10} {merch:<9} {amount:>8.2f} {_n(row['cust_tx_count_24h']):>6} "
+             f"{_n(row['cust_tx_count_7d']):>6} {_f(row['cust_amount_mean_7d']):>8} "
+             f"{_f(row['amount_to_cust_mean_7d']):>8} {_f(row['merch_fraud_rate_30d'], '.2%'):>15}")  # fmt: skip
+    echo(
+        "  try: shipyard features get --customer " + samples[0][0] + " --merchant " + samples[0][1]
+    )
     echo("  the platform keeps running: `shipyard status`, `shipyard down` to stop it")
     echo("=" * 64)
-    return {"job_id": job_id, "status": info.status, "report": str(report)}
+    return {"job_id": job_id, "status": info.status, "report": str(report),
+            "features": manifest["out"]}  # fmt: skip
+
+
+def _quiet(echo: Say) -> Say:
+    """Job logs minus Ray Data's per-operator progress chatter."""
+
+    noise = ("logging_progress.py", "streaming_executor", "dataset.py", "WARNING", "Warning",
+             "warnings.warn", "return ray.data", "np.datetime64")  # fmt: skip
+
+    def show(chunk: str) -> None:
+        for line in chunk.splitlines():
+            if line.strip() and not any(n in line for n in noise):
+                echo(line)
+
+    return show
+
+
+def _samples(raw: Path, n: int = 5) -> list[tuple[str, str, float]]:
+    """The last transactions of the data set: their customers have recent features."""
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(raw, format="parquet", partitioning="hive").to_table(
+        columns=["customer_id", "merchant_id", "amount", "timestamp"]
+    )
+    frame = table.to_pandas().sort_values("timestamp").drop_duplicates("customer_id", keep="last")
+    last = frame.tail(n)
+    return [(r.customer_id, r.merchant_id, float(r.amount)) for r in last.itertuples()]
+
+
+def _n(value: object) -> str:
+    return "-" if value is None else str(value)
+
+
+def _f(value: object, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)

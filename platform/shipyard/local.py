@@ -128,6 +128,10 @@ def _child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # keep Ray on 127.0.0.1
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Ray 2.60 turns token auth on whenever ~/.ray/auth_token exists (any local
+    # ray.init() writes one), and then our HTTP probes and job clients get 401s. The
+    # local platform listens on loopback only; token auth belongs to the cluster chart.
+    env["RAY_AUTH_MODE"] = "disabled"
     # `down` stops the whole cluster: no point draining the head for 30 s first.
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "3")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

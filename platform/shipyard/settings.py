@@ -68,6 +68,31 @@ class MlflowSettings(BaseModel):
     start_timeout_s: float = Field(default=90.0, gt=0)
 
 
+class FeatureSettings(BaseModel):
+    """The Feast feature store. The profile picks the backing services: ``local`` uses a
+    file registry and SQLite under the data root, ``cluster`` a SQL registry in
+    Postgres and a Redis online store."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str = Field(
+        default="shipyard",
+        pattern=r"^[A-Za-z0-9_]+$",
+        description="Feast project name: letters, digits and underscores",
+    )
+    root: Path | None = Field(
+        default=None, description="feature tables and the local stores. Unset: <data_root>/features"
+    )
+    registry_url: str = Field(
+        default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+        description="SQLAlchemy URL of the SQL registry (cluster profile)",
+    )
+    redis: str = Field(
+        default="127.0.0.1:6379",
+        description="Redis online store as Feast's connection string: host:port[,password=..]",
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable in Shipyard, validated on load."""
 
@@ -88,6 +113,7 @@ class Settings(BaseSettings):
     )
     ray: RaySettings = Field(default_factory=RaySettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
 
     @model_validator(mode="after")
     def _expand(self) -> Settings:
@@ -122,6 +148,11 @@ class Settings(BaseSettings):
     @property
     def raw_data_dir(self) -> Path:
         return self.data_root / "raw" / "transactions"
+
+    @property
+    def features_dir(self) -> Path:
+        root = self.features.root
+        return root.expanduser().resolve() if root else self.data_root / "features"
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -56,8 +56,13 @@ class Platform:
     mlflow: str
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return self.run_env(self.env, *args, timeout=timeout)
+
+    def run_env(
+        self, env: dict[str, str], *args: str, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [*shipyard_cmd(), *args], capture_output=True, text=True, env=self.env, timeout=timeout
+            [*shipyard_cmd(), *args], capture_output=True, text=True, env=env, timeout=timeout
         )
 
 

@@ -105,7 +105,7 @@ def test_runtime_env_file_and_stop(platform: Platform, tmp_path: Path) -> None:
 
 
 def test_summary_job_reads_generated_data_on_both_nodes(platform: Platform) -> None:
-    raw = platform.root / "raw"
+    raw = platform.root / f"raw-summary-{uuid.uuid4().hex[:6]}"  # the session's data root is shared
     gen = platform.run("data", "generate", "--rows", "20000", "--seed", "4", "--out", str(raw))
     assert gen.returncode == 0, gen.stderr
     report = platform.root / "summary.json"

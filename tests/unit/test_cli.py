@@ -125,3 +125,17 @@ def test_data_generate_cli(shipyard_env: dict[str, str], tmp_path: Path) -> None
 def test_usage_errors_exit_2(args: list[str], shipyard_env: dict[str, str]) -> None:
     result = run(*args, env=shipyard_env)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_feature_commands_refuse_bad_input_with_one_line(
+    shipyard_env: dict[str, str], tmp_path: Path
+) -> None:
+    missing = run("features", "build", "--input", str(tmp_path / "nothing"), env=shipyard_env)
+    assert missing.returncode == 2
+    assert "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+    half = run("features", "build", "--since", "2026-08-01", env=shipyard_env)
+    assert half.returncode == 2 and "--since and --until go together" in half.stderr
+    bad_time = run("features", "materialize", "--end", "yesterday", env=shipyard_env)
+    assert bad_time.returncode == 2 and "is not an ISO date" in bad_time.stderr
+    no_repo = run("features", "get", "--customer", "c_1", "--merchant", "m_1", env=shipyard_env)
+    assert no_repo.returncode != 0 and "Traceback" not in no_repo.stderr
