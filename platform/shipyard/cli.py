@@ -376,6 +376,96 @@ def features_training_set(obj: _Ctx, entities: str, out: str, local: bool) -> No
     click.echo(f"training set written to {path}")
 
 
+# -- training and the model registry ----------------------------------------------
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="training config (YAML/JSON); see configs/train.yaml")  # fmt: skip
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Ray Train workers")
+@click.option("--epochs", type=click.IntRange(1, 1000), default=None)
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@_local
+@click.pass_obj
+def train(obj: _Ctx, config_file: str | None, workers: int | None, epochs: int | None,
+          as_json: bool, local: bool) -> None:  # fmt: skip
+    """Train the fraud model with Ray Train (DDP), track it in MLflow, register and gate it."""
+    from shipyard import training
+
+    result = training.train(obj.settings, config=Path(config_file) if config_file else None,
+                            workers=workers, epochs=epochs, local=local, echo=click.echo)  # fmt: skip
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    metrics = result["metrics"]
+    click.echo(f"MLflow run     {result['run_url']}")
+    click.echo(f"registered     {result['model_name']} version {result['version']}"
+               f" aliases: {', '.join(result['aliases']) or 'none'}")  # fmt: skip
+    click.echo(f"validation     PR AUC {metrics['final_val_pr_auc']:.4f}, "
+               f"ROC AUC {metrics['final_val_roc_auc']:.4f}")  # fmt: skip
+    click.echo(f"gate           {'PASSED' if result['gate_passed'] else 'REFUSED'}: "
+               f"{result['gate_reason']}")  # fmt: skip
+
+
+@cli.group()
+def models() -> None:
+    """Registered models: versions, aliases, metrics, gate verdicts, lineage."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def models_list(obj: _Ctx, as_json: bool) -> None:
+    """Every registered version with its aliases, metrics and gate verdict."""
+    from shipyard.models import list_models
+
+    versions = list_models(obj.settings)
+    if as_json:
+        click.echo(json.dumps([v.__dict__ for v in versions], indent=2))
+        return
+    if not versions:
+        click.echo("no registered models yet: run `shipyard train`")
+        return
+    click.echo(f"{'model':<18} {'ver':>4}  {'aliases':<21} {'PR AUC':>7} {'ROC AUC':>7}  "
+               f"{'gate':<7} created")  # fmt: skip
+    for v in versions:
+        created = datetime.fromtimestamp(v.created / 1000, tz=timezone.utc)
+        click.echo(f"{v.name:<18} {v.version:>4}  {','.join(v.aliases) or '-':<21} "
+                   f"{_metric(v.metrics, 'final_val_pr_auc'):>7} "
+                   f"{_metric(v.metrics, 'final_val_roc_auc'):>7}  "
+                   f"{v.gate.get('passed', '?').replace('True', 'passed').replace('False', 'refused'):<7} "
+                   f"{created:%Y-%m-%d %H:%M}")  # fmt: skip
+
+
+def _metric(metrics: dict[str, float], key: str) -> str:
+    return f"{metrics[key]:.4f}" if key in metrics else "-"
+
+
+@models.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def models_show(obj: _Ctx, ref: str, as_json: bool) -> None:
+    """One version: REF is NAME, NAME@ALIAS or NAME/VERSION."""
+    from shipyard.models import show
+
+    v = show(obj.settings, ref)
+    if as_json:
+        click.echo(json.dumps(v.__dict__, indent=2))
+        return
+    click.echo(f"{v.name} version {v.version}  aliases: {', '.join(v.aliases) or 'none'}")
+    click.echo(f"  status        {v.status}; run {v.run_id} ({v.run_status})")
+    click.echo(f"  run           {v.run_url}")
+    for key in sorted(v.metrics):
+        click.echo(f"  {key:<22}{v.metrics[key]:.4f}")
+    if v.gate:
+        click.echo(f"  gate          {'passed' if v.gate.get('passed') == 'True' else 'refused'}: "
+                   f"{v.gate.get('reason', '')}")  # fmt: skip
+    click.echo("  lineage")
+    for key in sorted(v.lineage):
+        click.echo(f"    {key:<22}{v.lineage[key]}")
+
+
 # -- demo ---------------------------------------------------------------------
 
 

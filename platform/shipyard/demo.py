@@ -3,8 +3,8 @@
 Today: start the platform, generate raw transactions, summarise them in a Ray
 job, build point-in-time features in a Ray job (Ray Data), register them in Feast,
 materialize them into the online store (Feast's Ray engine), and print online
-features for a few customers. Later stages (training, serving, canary) extend
-this flow. The platform is left running.
+features for a few customers, then train, track, register and gate the fraud
+model (Ray Train, MLflow). Later stages (serving, canary) extend this flow. The platform is left running.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from shipyard import features, jobs
+from shipyard import features, jobs, training
 from shipyard.local import up
 from shipyard.settings import Settings
 
@@ -38,13 +38,13 @@ def run_demo(
     from pipelines.data.generate import GenerateConfig, generate
 
     began = time.monotonic()
-    say("[1/6] starting the local platform")
+    say("[1/7] starting the local platform")
     state = up(settings, workers=workers, progress=say)
     for name in state.already_running:
         say(f"      {name} already running")
 
     raw = settings.raw_data_dir
-    say(f"[2/6] generating {rows:,} raw transactions in {raw}")
+    say(f"[2/7] generating {rows:,} raw transactions in {raw}")
     if _dataset_matches(raw, rows, seed):
         say("      already there (same rows and seed); reusing it")
     else:
@@ -58,7 +58,7 @@ def run_demo(
 
     report = settings.data_root / "reports" / "raw_summary.json"
     entry = ["python", "-m", "pipelines.data.summary", "--input", str(raw), "--out", str(report)]
-    say("[3/6] submitting a Ray job that summarises them: " + " ".join(entry))
+    say("[3/7] submitting a Ray job that summarises them: " + " ".join(entry))
     job_id = jobs.submit_job(settings, entry, metadata={"shipyard": "demo"})
     say(f"      job {job_id}; streaming its logs")
     for chunk in jobs.tail_logs(settings, job_id):
@@ -66,18 +66,20 @@ def run_demo(
     info = jobs.wait_for_job(settings, job_id)
     summary = json.loads(report.read_text())
 
-    say("[4/6] building features in a Ray job (validate, quarantine, point-in-time windows)")
+    say("[4/7] building features in a Ray job (validate, quarantine, point-in-time windows)")
     manifest = features.build(settings, echo=_quiet(echo))
     say(f"      {manifest['accepted']:,} rows accepted, "
         f"{sum(manifest['quarantined'].values()):,} quarantined; "
         f"{manifest['customer_rows']:,} customer rows, {manifest['merchant_rows']:,} merchant rows")  # fmt: skip
-    say("[5/6] registering the feature repo in Feast and materializing the online store")
+    say("[5/7] registering the feature repo in Feast and materializing the online store")
     for name in features.apply(settings):
         say(f"      applied {name}")
     features.materialize(settings, echo=_quiet(echo))
-    say("[6/6] reading online features for a few customers")
+    say("[6/7] reading online features for a few customers")
     samples = _samples(raw)
     online = [features.get(settings, c, m, a) for c, m, a in samples]
+    say("[7/7] training the fraud model with Ray Train (2 DDP workers), tracked in MLflow")
+    trained = training.train(settings, workers=2, echo=_quiet(echo))
 
     echo("")
     echo("=" * 64)
@@ -100,10 +102,27 @@ def run_demo(
     echo(
         "  try: shipyard features get --customer " + samples[0][0] + " --merchant " + samples[0][1]
     )
+    metrics = trained["metrics"]
+    echo(f"  MLflow run      {trained['run_url']}")
+    echo(f"  model           {trained['model_name']} version {trained['version']}, aliases: "
+         f"{', '.join(_aliases(settings, trained)) or 'none'}")  # fmt: skip
+    echo(f"  validation      PR AUC {metrics['final_val_pr_auc']:.3f}, ROC AUC "
+         f"{metrics['final_val_roc_auc']:.3f} (request-time baseline: PR AUC "
+         f"{trained['baseline']['baseline_val_pr_auc']:.3f})")  # fmt: skip
+    echo(f"  gate            {'passed' if trained['gate_passed'] else 'refused'}: "
+         f"{trained['gate_reason']}")  # fmt: skip
+    echo(f"  try: shipyard models show {trained['model_name']}@champion")
     echo("  the platform keeps running: `shipyard status`, `shipyard down` to stop it")
     echo("=" * 64)
     return {"job_id": job_id, "status": info.status, "report": str(report),
-            "features": manifest["out"]}  # fmt: skip
+            "features": manifest["out"], "run_id": trained["run_id"],
+            "version": trained["version"]}  # fmt: skip
+
+
+def _aliases(settings: Settings, trained: dict) -> list[str]:
+    from shipyard.models import show
+
+    return show(settings, f"{trained['model_name']}/{trained['version']}").aliases
 
 
 def _quiet(echo: Say) -> Say:

@@ -93,6 +93,18 @@ class FeatureSettings(BaseModel):
     )
 
 
+class TrainingSettings(BaseModel):
+    """Where Ray Train keeps checkpoints; a path every Ray node can reach."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    storage: str | None = Field(
+        default=None,
+        description="checkpoint storage: a shared path or a URI (s3://, gs://). "
+        "Unset: <data_root>/training",
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable in Shipyard, validated on load."""
 
@@ -114,6 +126,7 @@ class Settings(BaseSettings):
     ray: RaySettings = Field(default_factory=RaySettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
 
     @model_validator(mode="after")
     def _expand(self) -> Settings:
@@ -148,6 +161,17 @@ class Settings(BaseSettings):
     @property
     def raw_data_dir(self) -> Path:
         return self.data_root / "raw" / "transactions"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow server: the configured one, else the local platform's."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        uri = self.mlflow.tracking_uri or f"http://{host}:{self.mlflow.port}"
+        return uri.rstrip("/")
+
+    @property
+    def training_storage(self) -> str:
+        return self.training.storage or str(self.data_root / "training")
 
     @property
     def features_dir(self) -> Path:

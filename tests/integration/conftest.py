@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import psutil
 import pytest
 
 from tests.conftest import shipyard_cmd
+from tests.features_support import bad_rows, edge_cases, write_raw
 
 
 def _free_port() -> int:
@@ -119,3 +121,28 @@ def platform() -> Iterator[Platform]:
         assert down.returncode == 0, down.stderr
         assert not alive, f"shipyard down left processes behind: {alive}"
         assert not (root / "run" / "platform.json").exists()
+
+
+@dataclass
+class Built:
+    good: pd.DataFrame  # every accepted raw row
+    expected: dict[str, str]  # planted bad rows and their reasons
+    raw_dir: Path
+    features: Path
+    output: str
+
+
+@pytest.fixture(scope="session")
+def built(platform: Platform) -> Built:
+    """Generated data plus planted edge cases and bad rows, built into features by
+    a Ray job through the CLI; shared by the feature and training tests."""
+    gen = platform.run("data", "generate", "--rows", "20000", "--seed", "13", "--days", "45")
+    assert gen.returncode == 0, gen.stderr
+    raw_dir = platform.root / "raw" / "transactions"
+    generated = pd.read_parquet(raw_dir).drop(columns=["date"])
+    good = pd.concat([generated, edge_cases()], ignore_index=True)
+    bad, expected = bad_rows(good)
+    write_raw(pd.concat([edge_cases(), bad]), raw_dir / "planted" / "part-0.parquet")
+    result = platform.run("features", "build", timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return Built(good, expected, raw_dir, platform.root / "features", result.stdout)

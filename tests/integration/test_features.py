@@ -10,7 +10,6 @@ Postgres (SQL registry) and Redis (online store) on their default ports.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,39 +20,10 @@ from pipelines.features.build import BuildConfig, build_pandas
 from pipelines.features.compute import CUSTOMER_FEATURES, MERCHANT_FEATURES
 from pipelines.features.store import open_store, remove_project
 from tests.conftest import require_service
-from tests.features_support import (
-    assert_features_equal,
-    bad_rows,
-    edge_cases,
-    reference,
-    write_raw,
-)
-from tests.integration.conftest import Platform
+from tests.features_support import assert_features_equal, reference
+from tests.integration.conftest import Built, Platform
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Built:
-    good: pd.DataFrame  # every accepted raw row
-    expected: dict[str, str]  # planted bad rows and their reasons
-    raw_dir: Path
-    features: Path
-    output: str
-
-
-@pytest.fixture(scope="module")
-def built(platform: Platform) -> Built:
-    gen = platform.run("data", "generate", "--rows", "20000", "--seed", "13", "--days", "45")
-    assert gen.returncode == 0, gen.stderr
-    raw_dir = platform.root / "raw" / "transactions"
-    generated = pd.read_parquet(raw_dir).drop(columns=["date"])
-    good = pd.concat([generated, edge_cases()], ignore_index=True)
-    bad, expected = bad_rows(good)
-    write_raw(pd.concat([edge_cases(), bad]), raw_dir / "planted" / "part-0.parquet")
-    result = platform.run("features", "build", timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return Built(good, expected, raw_dir, platform.root / "features", result.stdout)
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:

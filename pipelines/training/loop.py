@@ -1,0 +1,138 @@
+"""``train_loop_per_worker``: the code each Ray Train worker runs, and nothing else.
+
+Each worker reads its shard of the training Dataset and trains a DDP-wrapped MLP;
+rank 0 also scores the whole validation Dataset, logs the epoch to the MLflow run
+the driver opened (Ray Train V2 has no MLflow callback), and reports a
+checkpoint. A restarted worker group resumes from the latest checkpoint, so the
+one MLflow run gets each epoch exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+__all__ = ["train_loop_per_worker"]
+
+STATE = "state.pt"
+
+
+def _batches(shard: Any, batch_size: int, seed: int | None) -> Any:
+    return shard.iter_torch_batches(
+        batch_size=batch_size,
+        dtypes={"x": torch.float32, "y": torch.float32},
+        local_shuffle_buffer_size=batch_size * 8 if seed is not None else None,
+        local_shuffle_seed=seed,
+    )
+
+
+def _inject_fault(config: dict[str, Any], rank: int, epoch: int) -> None:
+    fault = config.get("fault_injection")
+    if not fault or fault["rank"] != rank or fault["epoch"] != epoch:
+        return
+    marker = Path(config["fault_marker"])
+    if marker.exists():
+        return  # once per training job
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(f"rank {rank} killed itself at epoch {epoch}\n")
+    print(f"fault injection: rank {rank} kills its process (pid {os.getpid()}) at epoch {epoch}",
+          flush=True)  # fmt: skip
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def evaluate(model: torch.nn.Module, shard: Any, batch_size: int, pos_weight: float) -> dict:
+    """Loss, ROC AUC and PR AUC of ``model`` (not DDP-wrapped) over a whole Dataset."""
+    model.eval()
+    labels, probs, loss_sum = [], [], 0.0
+    weight = torch.tensor(pos_weight)
+    with torch.no_grad():
+        for batch in _batches(shard, batch_size, None):
+            logits = model(batch["x"])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, batch["y"], pos_weight=weight, reduction="sum"
+            )
+            loss_sum += float(loss)
+            labels.append(batch["y"].numpy())
+            probs.append(torch.sigmoid(logits).numpy())
+    y, p = np.concatenate(labels), np.concatenate(probs)
+    return {
+        "val_loss": loss_sum / max(len(y), 1),
+        "val_roc_auc": float(roc_auc_score(y, p)),
+        "val_pr_auc": float(average_precision_score(y, p)),
+    }
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    from pipelines.training.model import FraudMLP
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(config["seed"])
+    torch.set_num_threads(max(1, int(config.get("threads", 1))))
+    net = FraudMLP(config["width"], config["hidden"], config["dropout"])
+    model = ray.train.torch.prepare_model(net)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"]
+    )
+    pos_weight = torch.tensor(config["pos_weight"])
+    start = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            state = torch.load(Path(folder) / STATE, weights_only=False)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = state["epoch"] + 1
+        if rank == 0:
+            print(f"resumed from the checkpoint of epoch {state['epoch']}", flush=True)
+
+    logger = None
+    if rank == 0 and config.get("run_id"):
+        from pipelines.training.tracking import EpochLogger
+
+        logger = EpochLogger(config["tracking_uri"], config["run_id"])
+    train_shard = ray.train.get_dataset_shard("train")
+    for epoch in range(start, config["epochs"]):
+        _inject_fault(config, rank, epoch)
+        began = time.perf_counter()
+        model.train()
+        total = torch.zeros(2, dtype=torch.float64)
+        for batch in _batches(train_shard, config["batch_size"], config["seed"] + epoch):
+            logits = model(batch["x"])
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, batch["y"], pos_weight=pos_weight
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += torch.tensor([float(loss) * len(batch["y"]), len(batch["y"])])
+        if world > 1 and dist.is_initialized():
+            dist.all_reduce(total)
+        metrics = {"epoch": epoch, "train_loss": float(total[0] / max(total[1], 1)),
+                   "epoch_seconds": time.perf_counter() - began}  # fmt: skip
+        if rank != 0:
+            ray.train.report(metrics)
+            continue
+        if config.get("validate", True):
+            metrics |= evaluate(net, ray.train.get_dataset_shard("val"), 4096,
+                                float(pos_weight))  # fmt: skip
+        if logger is not None:
+            logger.log_epoch(epoch, metrics)
+        print(f"epoch {epoch + 1}/{config['epochs']}  " + "  ".join(
+            f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch"), flush=True)  # fmt: skip
+        with tempfile.TemporaryDirectory() as folder:
+            torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                        "epoch": epoch}, Path(folder) / STATE)  # fmt: skip
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))

@@ -1,0 +1,188 @@
+"""The fraud model: preprocessing, the MLP, and the MLflow pyfunc that carries both.
+
+A model artifact describes itself: the fitted :class:`Preprocessor` (imputation
+values, scales, category vocabularies) travels inside the pyfunc next to the
+network's weights, so ``mlflow.pyfunc.load_model("models:/fraud-detector@champion")``
+turns a frame of raw inputs into fraud probabilities with nothing else.
+
+Inputs (one row per transaction): the feature service's features, plus the
+request-time fields ``amount``, ``timestamp`` (UTC), ``category`` and ``country``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+__all__ = [
+    "CATEGORICAL",
+    "FEATURE_INPUTS",
+    "REQUEST_INPUTS",
+    "FraudMLP",
+    "FraudPyfunc",
+    "Preprocessor",
+    "input_columns",
+]
+
+#: Features from the feature service ``fraud_model_v1``, in model order.
+FEATURE_INPUTS: tuple[str, ...] = (
+    "cust_tx_count_1h", "cust_tx_count_24h", "cust_tx_count_7d",
+    "cust_amount_sum_1h", "cust_amount_sum_24h", "cust_amount_sum_7d",
+    "cust_amount_mean_1h", "cust_amount_mean_24h", "cust_amount_mean_7d",
+    "cust_distinct_merchants_24h", "cust_secs_since_prev_tx",
+    "merch_labeled_count_30d", "merch_fraud_count_30d", "merch_fraud_rate_30d",
+    "amount_to_cust_mean_7d",
+)  # fmt: skip
+#: Supplied by the caller at request time.
+REQUEST_INPUTS: tuple[str, ...] = ("amount", "timestamp", "category", "country")
+CATEGORICAL: tuple[str, ...] = ("category", "country")
+# Heavy-tailed, non-negative: compressed with log1p before scaling.
+_LOG = frozenset(
+    {c for c in FEATURE_INPUTS if "count" in c or "sum" in c or "mean" in c or "secs" in c}
+    | {"amount_to_cust_mean_7d", "amount", "cust_distinct_merchants_24h"}
+)
+
+
+def input_columns() -> list[str]:
+    return [*FEATURE_INPUTS, *REQUEST_INPUTS]
+
+
+@dataclass
+class Preprocessor:
+    """Turns raw inputs into the network's float matrix; fitted on the training split.
+
+    Numeric columns: missing values (a first transaction has no previous one)
+    become the training median plus a missing-indicator column; heavy-tailed ones
+    are log1p-compressed; all are standardised. The hour of day enters as sin/cos.
+    Categorical columns are one-hot over the vocabulary seen in training (an
+    unseen value is all zeros).
+    """
+
+    numeric: list[str] = field(default_factory=list)
+    fill: list[float] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+    indicators: list[str] = field(default_factory=list)
+    vocab: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame) -> Preprocessor:
+        numeric = [*FEATURE_INPUTS, "amount"]
+        raw = _numeric(frame, numeric)
+        fill = np.nanmedian(np.where(np.isnan(raw).all(axis=0), 0.0, raw), axis=0)
+        fill = np.nan_to_num(fill)
+        indicators = [c for c, col in zip(numeric, raw.T, strict=True) if np.isnan(col).any()]
+        shaped = _shape(np.where(np.isnan(raw), fill, raw), numeric)
+        std = shaped.std(axis=0)
+        vocab = {
+            c: sorted(frame[c].astype("string").dropna().unique().tolist()) for c in CATEGORICAL
+        }
+        return cls(numeric, fill.tolist(), shaped.mean(axis=0).tolist(),
+                   np.where(std > 1e-9, std, 1.0).tolist(), indicators, vocab)  # fmt: skip
+
+    @property
+    def width(self) -> int:
+        return len(self.numeric) + len(self.indicators) + 2 + sum(map(len, self.vocab.values()))
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        missing = [c for c in [*self.numeric, "timestamp", *self.vocab] if c not in frame.columns]
+        if missing:
+            raise ValueError(f"model inputs lack column(s): {', '.join(missing)}")
+        raw = _numeric(frame, self.numeric)
+        gaps = np.isnan(raw)
+        filled = np.where(gaps, np.asarray(self.fill), raw)
+        scaled = (_shape(filled, self.numeric) - np.asarray(self.mean)) / np.asarray(self.std)
+        parts = [scaled]
+        if self.indicators:
+            index = [self.numeric.index(c) for c in self.indicators]
+            parts.append(gaps[:, index].astype(np.float64))
+        ts = pd.to_datetime(frame["timestamp"], utc=True)
+        hour = (ts.dt.hour + ts.dt.minute / 60.0).to_numpy(dtype=np.float64)
+        parts.append(np.stack([np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)], 1))
+        for column, values in self.vocab.items():
+            codes = pd.Categorical(frame[column].astype("string"), categories=values).codes
+            parts.append(np.eye(len(values) + 1)[codes][:, : len(values)])  # -1 → all zeros
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessor:
+        return cls(**data)
+
+
+def _numeric(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    return np.stack(
+        [pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=np.float64) for c in columns],
+        axis=1,
+    )
+
+
+def _shape(values: np.ndarray, columns: list[str]) -> np.ndarray:
+    out = values.copy()
+    for i, column in enumerate(columns):
+        if column in _LOG:
+            out[:, i] = np.log1p(np.clip(out[:, i], 0.0, None))
+    return out
+
+
+class FraudMLP(nn.Module):
+    """A plain MLP giving one logit per row."""
+
+    def __init__(self, width: int, hidden: list[int], dropout: float = 0.1) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        last = width
+        for size in hidden:
+            layers += [nn.Linear(last, size), nn.ReLU(), nn.Dropout(dropout)]
+            last = size
+        layers.append(nn.Linear(last, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+
+class FraudPyfunc(mlflow.pyfunc.PythonModel):
+    """The logged model: preprocessing + weights; ``predict`` gives probabilities."""
+
+    def __init__(self, preprocessor: dict[str, Any], arch: dict[str, Any], state: dict) -> None:
+        self.preprocessor = preprocessor
+        self.arch = arch
+        self.state = {k: v.detach().cpu().numpy() for k, v in state.items()}
+        self._net: FraudMLP | None = None
+        self._prep: Preprocessor | None = None
+
+    def _load(self) -> tuple[Preprocessor, FraudMLP]:
+        if self._net is None or self._prep is None:
+            self._prep = Preprocessor.from_dict(self.preprocessor)
+            net = FraudMLP(**self.arch)
+            net.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in self.state.items()})
+            self._net = net.eval()
+        return self._prep, self._net
+
+    def load_context(self, context: Any) -> None:
+        self._load()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_net", "_prep")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._net, self._prep = None, None
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        prep, net = self._load()
+        with torch.no_grad():
+            logits = net(torch.from_numpy(prep.transform(frame)))
+        return torch.sigmoid(logits).numpy().astype(np.float64)
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
+        return pd.DataFrame({"fraud_probability": self.predict_proba(model_input)})

@@ -1,0 +1,163 @@
+"""MLflow: the one run per training job, its plots, the registered version, the gate.
+
+Everything goes through the tracking server over HTTP (``MlflowClient(uri)``);
+nothing is written to a file store behind its back.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from shipyard.errors import ShipyardError
+
+__all__ = [
+    "EpochLogger",
+    "GateVerdict",
+    "TrackingError",
+    "check_server",
+    "gate",
+    "log_plots",
+    "set_aliases",
+]
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+class TrackingError(ShipyardError):
+    """The MLflow tracking server is unreachable or refused a request."""
+
+    exit_code = 3
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    """One clear error when the server does not answer, before any work starts."""
+    import requests
+
+    try:
+        response = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)
+        response.raise_for_status()
+    except requests.RequestException as exc:
+        reason = type(exc).__name__ if not str(exc) else str(exc).splitlines()[0][:160]
+        raise TrackingError(
+            f"the MLflow tracking server at {uri} is not reachable ({reason})",
+            hint="start the local platform with `shipyard up`, or point mlflow.tracking_uri "
+            "(SHIPYARD_MLFLOW__TRACKING_URI) at a running server",
+        ) from None
+
+
+class EpochLogger:
+    """Rank 0's per-epoch metrics, one batch request per epoch, step = epoch."""
+
+    def __init__(self, uri: str, run_id: str) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(tracking_uri=uri)
+        self.run_id = run_id
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items() if k != "epoch"]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+
+def log_plots(client: Any, run_id: str, history: dict[str, list[float]], y: np.ndarray,
+              p: np.ndarray) -> None:  # fmt: skip
+    """Loss curves, and the ROC and PR curves of the final model on validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key in ("train_loss", "val_loss"):
+        if history.get(key):
+            ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
+    ax.set(xlabel="epoch", ylabel="weighted BCE loss", title="loss")
+    ax.legend()
+    client.log_figure(run_id, fig, "plots/loss_curves.png")
+    plt.close(fig)
+
+    fpr, tpr, _ = roc_curve(y, p)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(fpr, tpr, label="model")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (validation)")
+    ax.legend()
+    client.log_figure(run_id, fig, "plots/roc_curve.png")
+    plt.close(fig)
+
+    precision, recall, _ = precision_recall_curve(y, p)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot(recall, precision, label="model")
+    ax.axhline(float(np.mean(y)), linestyle="--", color="grey", label="base rate")
+    ax.set(xlabel="recall", ylabel="precision", title="precision-recall (validation)")
+    ax.legend()
+    client.log_figure(run_id, fig, "plots/pr_curve.png")
+    plt.close(fig)
+
+
+@dataclass
+class GateVerdict:
+    passed: bool
+    reason: str
+    pr_auc: float
+    floor: float
+    champion_version: str | None
+    champion_pr_auc: float | None
+    tolerance: float
+
+    def as_tags(self) -> dict[str, str]:
+        return {f"gate.{k}": "" if v is None else str(v) for k, v in asdict(self).items()}
+
+
+def champion_version(client: Any, name: str) -> Any | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None  # no registered model yet, or no champion alias
+
+
+def gate(client: Any, name: str, pr_auc: float, val: pd.DataFrame, floor: float,
+         tolerance: float, score: Any) -> GateVerdict:  # fmt: skip
+    """Pass when PR AUC beats the floor and is no worse than the champion's on the
+    *same* validation rows (minus the tolerance). ``score(model_uri, frame)`` gives
+    a version's PR AUC on ``frame``."""
+    champ = champion_version(client, name)
+    champ_auc = score(f"models:/{name}/{champ.version}", val) if champ is not None else None
+    if pr_auc <= floor:
+        reason = f"validation PR AUC {pr_auc:.4f} is not above the floor {floor:.4f}"
+        passed = False
+    elif champ_auc is not None and pr_auc < champ_auc - tolerance:
+        reason = (f"validation PR AUC {pr_auc:.4f} is below champion v{champ.version}'s "
+                  f"{champ_auc:.4f} minus the tolerance {tolerance:.4f}")  # fmt: skip
+        passed = False
+    else:
+        reason = f"validation PR AUC {pr_auc:.4f} is above the floor {floor:.4f}"
+        if champ_auc is not None:
+            reason += f" and within {tolerance:.4f} of champion v{champ.version} ({champ_auc:.4f})"
+        else:
+            reason += "; there is no champion yet"
+        passed = True
+    return GateVerdict(passed, reason, pr_auc, floor, champ.version if champ else None,
+                       champ_auc, tolerance)  # fmt: skip
+
+
+def set_aliases(client: Any, name: str, version: str, verdict: GateVerdict) -> list[str]:
+    """``challenger`` for a passing version; ``champion`` too when there is none yet."""
+    if not verdict.passed:
+        return []
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    moved = [CHALLENGER]
+    if verdict.champion_version is None:
+        client.set_registered_model_alias(name, CHAMPION, version)
+        moved.append(CHAMPION)
+    return moved

@@ -1,0 +1,153 @@
+"""Training code without a cluster: config, preprocessing, the time split, entity rows,
+the model artifact's round trip, and the CLI's errors before any job starts."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from shipyard.errors import ConfigError, DataError
+from shipyard.models import parse_ref
+
+from pipelines.training.config import load_config
+from pipelines.training.data import labelled_transactions, split
+from pipelines.training.model import FEATURE_INPUTS, FraudMLP, FraudPyfunc, Preprocessor
+from tests.conftest import shipyard_cmd
+from tests.features_support import bad_rows, write_raw
+
+
+def _inputs(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({c: rng.exponential(5.0, n) for c in FEATURE_INPUTS})
+    frame["cust_secs_since_prev_tx"] = np.where(
+        rng.random(n) < 0.2, np.nan, rng.exponential(1e4, n)
+    )
+    frame["amount"] = rng.exponential(60.0, n)
+    frame["timestamp"] = pd.Timestamp("2026-06-01", tz="UTC") + pd.to_timedelta(
+        np.sort(rng.integers(0, 30 * 86400, n)), unit="s"
+    )
+    frame["category"] = rng.choice(["grocery", "fuel", "online_retail"], n)
+    frame["country"] = rng.choice(["US", "BR"], n)
+    frame["is_fraud"] = rng.random(n) < 0.1
+    frame["transaction_id"] = [f"t{i}" for i in range(n)]
+    return frame
+
+
+def test_config_defaults_overrides_and_errors_that_name_the_field(tmp_path: Path) -> None:
+    assert load_config().workers == 2
+    path = tmp_path / "train.yaml"
+    path.write_text("epochs: 7\ngate: {pr_auc_floor: 0.3}\n")
+    cfg = load_config(path, workers=3, epochs=None)
+    assert (cfg.epochs, cfg.workers, cfg.gate.pr_auc_floor) == (7, 3, 0.3)
+    path.write_text("epochz: 7\n")
+    with pytest.raises(ConfigError, match="epochz: Extra inputs are not permitted"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="gate.pr_auc_floor"):
+        load_config(None, gate={"pr_auc_floor": 2})
+    with pytest.raises(ConfigError, match="fault_injection.rank 2 needs more than 2"):
+        load_config(None, fault_injection={"rank": 2, "epoch": 1})
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="must be a mapping"):
+        load_config(path)
+
+
+def test_preprocessor_fills_scales_encodes_and_round_trips() -> None:
+    train = _inputs(2000)
+    prep = Preprocessor.fit(train)
+    x = prep.transform(train)
+    assert x.shape == (2000, prep.width) and x.dtype == np.float32
+    assert not np.isnan(x).any()
+    numeric = len(prep.numeric)
+    assert np.allclose(x[:, :numeric].mean(axis=0), 0, atol=1e-4)  # fitted on this split
+    assert prep.indicators == ["cust_secs_since_prev_tx"]
+    unseen = train.head(3).assign(category="jewellery", country="ZZ")
+    tail = prep.transform(unseen)[:, -(len(prep.vocab["category"]) + len(prep.vocab["country"])) :]
+    assert not tail.any()  # unseen categories encode as all zeros
+    again = Preprocessor.from_dict(prep.to_dict())
+    assert np.array_equal(again.transform(train), x)
+    with pytest.raises(ValueError, match="lack column"):
+        prep.transform(train.drop(columns=["amount"]))
+
+
+def test_pyfunc_survives_pickling_and_predicts_probabilities() -> None:
+    import cloudpickle
+
+    frame = _inputs(500)
+    prep = Preprocessor.fit(frame)
+    net = FraudMLP(prep.width, [8], 0.0)
+    model = FraudPyfunc(prep.to_dict(), {"width": prep.width, "hidden": [8], "dropout": 0.0},
+                        net.state_dict())  # fmt: skip
+    first = model.predict(None, frame)["fraud_probability"].to_numpy()
+    loaded = cloudpickle.loads(cloudpickle.dumps(model))
+    assert np.array_equal(loaded.predict(None, frame)["fraud_probability"].to_numpy(), first)
+    assert ((first > 0) & (first < 1)).all()
+
+
+def test_split_is_by_time_and_needs_both_classes() -> None:
+    frame = _inputs(3000)
+    parts = split(frame, 0.25)
+    assert parts.train["timestamp"].max() < parts.split_at <= parts.val["timestamp"].min()
+    assert len(parts.train) + len(parts.val) == len(frame)
+    assert abs(len(parts.val) / len(frame) - 0.25) < 0.02
+    no_fraud_late = frame.assign(is_fraud=frame.index < 100)
+    with pytest.raises(DataError, match="validation split .* both classes"):
+        split(no_fraud_late, 0.25)
+
+
+def test_entity_rows_skip_quarantined_duplicates_and_labels_not_yet_known(tmp_path: Path) -> None:
+    from pipelines.data.generate import GenerateConfig, generate
+
+    raw = tmp_path / "raw"
+    generate(GenerateConfig(rows=3000, seed=3, days=20), raw)
+    good = pd.read_parquet(raw).drop(columns=["date"])
+    bad, expected = bad_rows(good)
+    write_raw(bad, raw / "planted" / "part-0.parquet")
+    rows, excluded, (lo, hi) = labelled_transactions(raw, None, None)
+    for reason in set(expected.values()):
+        assert excluded[f"quarantined:{reason}"] >= 1, reason
+    assert rows["transaction_id"].is_unique
+    assert (rows["label_available_at"] <= hi).all()
+    assert len(rows) + excluded.get("label_not_yet_known", 0) == len(good)
+    assert excluded["label_not_yet_known"] > 0  # the latest frauds' labels arrive later
+    with pytest.raises(DataError, match="no labelled transactions"):
+        labelled_transactions(raw, pd.Timestamp("2000-01-01", tz="UTC"),
+                              pd.Timestamp("2000-01-02", tz="UTC"))  # fmt: skip
+
+
+def test_model_references_parse_and_bad_ones_say_the_forms() -> None:
+    assert parse_ref("fraud-detector").version is None
+    assert parse_ref("fraud-detector@champion").alias == "champion"
+    assert parse_ref("fraud-detector/3").version == "3"
+    with pytest.raises(ConfigError, match="NAME@ALIAS"):
+        parse_ref("fraud detector@@x")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_train_and_models_fail_in_one_line_before_any_job(
+    shipyard_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**shipyard_env, "SHIPYARD_MLFLOW__TRACKING_URI": f"http://127.0.0.1:{_free_port()}"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*shipyard_cmd(), *args], capture_output=True, text=True, env=env,
+                              timeout=60)  # fmt: skip
+
+    down = run("train", "--epochs", "1")
+    assert down.returncode == 3, down.stderr
+    assert "MLflow tracking server at http://127.0.0.1:" in down.stderr
+    assert "is not reachable" in down.stderr and "Traceback" not in down.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("hidden: [0]\n")
+    invalid = run("train", "--config", str(bad))
+    assert invalid.returncode == 2 and "hidden layer sizes must be positive" in invalid.stderr
+    assert run("models", "show", "a b").returncode == 2
+    assert run("models", "list").returncode == 3
