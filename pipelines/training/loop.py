@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-__all__ = ["train_loop_per_worker"]
+__all__ = ["evaluate", "train_epoch", "train_loop_per_worker"]
 
 STATE = "state.pt"
 
@@ -47,6 +47,24 @@ def _inject_fault(config: dict[str, Any], rank: int, epoch: int) -> None:
     print(f"fault injection: rank {rank} kills its process (pid {os.getpid()}) at epoch {epoch}",
           flush=True)  # fmt: skip
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train_epoch(
+    model: torch.nn.Module, optimizer: Any, batches: Any, pos_weight: torch.Tensor
+) -> torch.Tensor:
+    """One pass over ``batches`` ({"x", "y"} tensors); returns [loss sum, rows]."""
+    model.train()
+    total = torch.zeros(2, dtype=torch.float64)
+    for batch in batches:
+        logits = model(batch["x"])
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, batch["y"], pos_weight=pos_weight
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        total += torch.tensor([float(loss) * len(batch["y"]), len(batch["y"])])
+    return total
 
 
 def evaluate(model: torch.nn.Module, shard: Any, batch_size: int, pos_weight: float) -> dict:
@@ -107,17 +125,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(start, config["epochs"]):
         _inject_fault(config, rank, epoch)
         began = time.perf_counter()
-        model.train()
-        total = torch.zeros(2, dtype=torch.float64)
-        for batch in _batches(train_shard, config["batch_size"], config["seed"] + epoch):
-            logits = model(batch["x"])
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, batch["y"], pos_weight=pos_weight
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += torch.tensor([float(loss) * len(batch["y"]), len(batch["y"])])
+        batches = _batches(train_shard, config["batch_size"], config["seed"] + epoch)
+        total = train_epoch(model, optimizer, batches, pos_weight)
         if world > 1 and dist.is_initialized():
             dist.all_reduce(total)
         metrics = {"epoch": epoch, "train_loss": float(total[0] / max(total[1], 1)),

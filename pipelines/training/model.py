@@ -5,8 +5,9 @@ values, scales, category vocabularies) travels inside the pyfunc next to the
 network's weights, so ``mlflow.pyfunc.load_model("models:/fraud-detector@champion")``
 turns a frame of raw inputs into fraud probabilities with nothing else.
 
-Inputs (one row per transaction): the feature service's features, plus the
-request-time fields ``amount``, ``timestamp`` (UTC), ``category`` and ``country``.
+Inputs (one row per transaction, see :func:`to_model_input`): the feature
+service's features, plus the request-time fields ``amount``, ``timestamp`` (an ISO
+8601 string, UTC), ``category`` and ``country``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "FraudPyfunc",
     "Preprocessor",
     "input_columns",
+    "to_model_input",
 ]
 
 #: Features from the feature service ``fraud_model_v1``, in model order.
@@ -51,6 +53,21 @@ _LOG = frozenset(
 
 def input_columns() -> list[str]:
     return [*FEATURE_INPUTS, *REQUEST_INPUTS]
+
+
+def to_model_input(frame: pd.DataFrame) -> pd.DataFrame:
+    """The pyfunc's input contract from any frame holding the inputs: numbers as
+    float64 (a missing feature is NaN), ``timestamp`` as an ISO 8601 UTC string
+    (what a JSON client sends; MLflow's datetime type refuses time zones),
+    ``category`` and ``country`` as strings."""
+    out = pd.DataFrame(index=frame.index)
+    for column in [*FEATURE_INPUTS, "amount"]:
+        out[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    ts = pd.to_datetime(frame["timestamp"], utc=True)
+    out["timestamp"] = ts.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for column in CATEGORICAL:
+        out[column] = frame[column].astype(str)
+    return out.reset_index(drop=True)
 
 
 @dataclass

@@ -98,8 +98,10 @@ def _score(uri: str, frame: pd.DataFrame) -> float:
     import mlflow.pyfunc
     from sklearn.metrics import average_precision_score
 
+    from pipelines.training.model import to_model_input
+
     model = mlflow.pyfunc.load_model(uri)
-    probs = model.predict(frame.drop(columns=["is_fraud", "transaction_id"]))
+    probs = model.predict(to_model_input(frame))
     return float(average_precision_score(frame["is_fraud"], probs["fraud_probability"]))
 
 
@@ -170,7 +172,7 @@ def _train(spec: JobSpec, cfg: TrainConfig, client: Any, run_id: str, say: Any) 
     from pipelines.features import store
     from pipelines.training import data, tracking
     from pipelines.training.loop import STATE, train_loop_per_worker
-    from pipelines.training.model import FraudPyfunc, Preprocessor
+    from pipelines.training.model import FraudPyfunc, Preprocessor, to_model_input
 
     client.log_dict(run_id, cfg.model_dump(mode="json"), "config.json")
     flat = pd.json_normalize(cfg.model_dump(mode="json"), sep=".").iloc[0].to_dict()
@@ -248,7 +250,7 @@ def _train(spec: JobSpec, cfg: TrainConfig, client: Any, run_id: str, say: Any) 
     say("[train 4/4] logging the model, registering it, and running the promotion gate")
     arch = {"width": prep.width, "hidden": cfg.hidden, "dropout": cfg.dropout}
     pyfunc = FraudPyfunc(prep.to_dict(), arch, state["model"])
-    inputs = val.drop(columns=["is_fraud", "transaction_id"])
+    inputs = to_model_input(val)
     probs = pyfunc.predict_proba(inputs)
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -264,7 +266,8 @@ def _train(spec: JobSpec, cfg: TrainConfig, client: Any, run_id: str, say: Any) 
     tracking.log_plots(client, run_id, history, y_val, probs)
     with tempfile.TemporaryDirectory() as folder:  # inputs + predictions, to reproduce
         path = Path(folder) / "validation.parquet"
-        val.assign(fraud_probability=probs).to_parquet(path, index=False)
+        inputs.assign(transaction_id=val["transaction_id"], is_fraud=val["is_fraud"],
+                      fraud_probability=probs).to_parquet(path, index=False)  # fmt: skip
         client.log_artifact(run_id, str(path), "predictions")
 
     example = inputs.head(5)

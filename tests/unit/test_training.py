@@ -15,7 +15,13 @@ from shipyard.models import parse_ref
 
 from pipelines.training.config import load_config
 from pipelines.training.data import labelled_transactions, split
-from pipelines.training.model import FEATURE_INPUTS, FraudMLP, FraudPyfunc, Preprocessor
+from pipelines.training.model import (
+    FEATURE_INPUTS,
+    FraudMLP,
+    FraudPyfunc,
+    Preprocessor,
+    to_model_input,
+)
 from tests.conftest import shipyard_cmd
 from tests.features_support import bad_rows, write_raw
 
@@ -85,6 +91,9 @@ def test_pyfunc_survives_pickling_and_predicts_probabilities() -> None:
     loaded = cloudpickle.loads(cloudpickle.dumps(model))
     assert np.array_equal(loaded.predict(None, frame)["fraud_probability"].to_numpy(), first)
     assert ((first > 0) & (first < 1)).all()
+    contract = to_model_input(frame)  # ISO strings and float64, as a JSON client sends
+    assert contract["timestamp"].str.endswith("Z").all()
+    assert np.allclose(model.predict(None, contract)["fraud_probability"], first, atol=1e-6)
 
 
 def test_split_is_by_time_and_needs_both_classes() -> None:
