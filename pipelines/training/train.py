@@ -162,7 +162,7 @@ def run(spec: JobSpec, say: Any = print) -> TrainResult:
     return result
 
 
-def _train(spec: JobSpec, cfg: TrainConfig, client: Any, run_id: str, say: Any) -> TrainResult:
+def _train(spec: JobSpec, cfg: TrainConfig, client: Any, run_id: str, say_: Any) -> TrainResult:
     import mlflow
     import ray.train
     import torch
@@ -173,6 +173,13 @@ def _train(spec: JobSpec, cfg: TrainConfig, client: Any, run_id: str, say: Any) 
     from pipelines.training import data, tracking
     from pipelines.training.loop import STATE, train_loop_per_worker
     from pipelines.training.model import FraudPyfunc, Preprocessor, to_model_input
+
+    began = time.monotonic()
+
+    def say(message: str) -> None:
+        say_(
+            f"{message}  [{time.monotonic() - began:.0f}s]" if message.startswith("[") else message
+        )
 
     client.log_dict(run_id, cfg.model_dump(mode="json"), "config.json")
     flat = pd.json_normalize(cfg.model_dump(mode="json"), sep=".").iloc[0].to_dict()
