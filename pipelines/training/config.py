@@ -49,6 +49,11 @@ class TrainConfig(BaseModel):
     experiment: str = Field(default="fraud-detector")
     start: datetime | None = Field(default=None, description="data window start (inclusive)")
     end: datetime | None = Field(default=None, description="data window end (exclusive)")
+    training_set: str | None = Field(
+        default=None,
+        description="reuse the training set a previous run saved (its data.training_set tag) "
+        "instead of joining through Feast again; start/end do not apply then",
+    )
     validation_fraction: float = Field(
         default=0.2, gt=0.0, lt=0.9,
         description="the latest share of the window (by time) held out for validation",

@@ -113,6 +113,21 @@ def load_training_data(repo: Path, raw: Path, start: datetime | None,
     return TrainingData(frame, window, excluded, fingerprint(frame))
 
 
+def reuse_training_data(path: Path) -> TrainingData:
+    """A training set saved by an earlier run: the same rows, so the same fingerprint."""
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure
+        raise DataError(f"cannot read training set {path}: {exc}",
+                        hint="pass the data.training_set tag of an earlier run") from None  # fmt: skip
+    missing = [c for c in ["transaction_id", *FEATURE_INPUTS, *REQUEST_INPUTS, "is_fraud"]
+               if c not in frame.columns]  # fmt: skip
+    if missing:
+        raise DataError(f"training set {path} lacks column(s) {', '.join(missing)}")
+    window = (frame["timestamp"].min(), frame["timestamp"].max() + pd.Timedelta(1, "s"))
+    return TrainingData(frame, window, {}, fingerprint(frame))
+
+
 def fingerprint(frame: pd.DataFrame) -> str:
     """A content hash of the training set (row order included): same data, same hash."""
     hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()

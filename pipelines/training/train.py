@@ -187,7 +187,15 @@ def _train(spec: JobSpec, cfg: TrainConfig, client: Any, run_id: str, say_: Any)
                                      for k, v in flat.items()])  # fmt: skip
 
     say("[train 1/4] building the training set")
-    loaded = data.load_training_data(Path(spec.repo), Path(spec.raw), cfg.start, cfg.end, say)
+    if cfg.training_set:
+        say(f"      reusing the training set {cfg.training_set}")
+        loaded = data.reuse_training_data(Path(cfg.training_set))
+    else:
+        loaded = data.load_training_data(Path(spec.repo), Path(spec.raw), cfg.start, cfg.end,
+                                          say)  # fmt: skip
+    saved = Path(spec.storage) / run_id / "training_set.parquet"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    loaded.frame.to_parquet(saved, index=False)
     parts = data.split(loaded.frame, cfg.validation_fraction)
     train, val = parts.train, parts.val
     labels = train["is_fraud"].to_numpy().copy()
@@ -203,7 +211,7 @@ def _train(spec: JobSpec, cfg: TrainConfig, client: Any, run_id: str, say_: Any)
         "data.train_frauds": str(int(labels.sum())),
         "data.val_frauds": str(data.positives(val)),
         "data.excluded": json.dumps(loaded.excluded), "git_commit": spec.git_commit,
-        "labels_shuffled": str(cfg.shuffle_labels).lower(),
+        "labels_shuffled": str(cfg.shuffle_labels).lower(), "data.training_set": str(saved),
     }  # fmt: skip
     for key, value in lineage.items():
         client.set_tag(run_id, key, value)

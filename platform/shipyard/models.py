@@ -66,10 +66,17 @@ def _client(settings: Settings) -> Any:
     return MlflowClient(tracking_uri=settings.tracking_uri)
 
 
+def _aliases(client: Any, name: str, version: str) -> list[str]:
+    """From the registered model: version search results do not carry aliases."""
+    aliases = client.get_registered_model(name).aliases or {}
+    return sorted(a for a, v in aliases.items() if str(v) == version)
+
+
 def _describe(settings: Settings, client: Any, mv: Any) -> VersionInfo:
     tags = dict(mv.tags or {})
     info = VersionInfo(
-        name=mv.name, version=str(mv.version), aliases=sorted(mv.aliases or []),
+        name=mv.name, version=str(mv.version),
+        aliases=_aliases(client, mv.name, str(mv.version)),
         status=mv.status, created=int(mv.creation_timestamp or 0), run_id=mv.run_id or "",
         run_url="",
         gate={k[len("gate."):]: v for k, v in tags.items() if k.startswith("gate.")},

@@ -52,6 +52,12 @@ def first(platform: Platform, built: Built, tmp_path_factory: pytest.TempPathFac
     return result
 
 
+def _reused(client, first: dict) -> dict:  # type: ignore[no-untyped-def]
+    """Later runs train on the first run's saved training set: the Feast join is
+    proven once; repeating it would only cost minutes."""
+    return {"training_set": client.get_run(first["run_id"]).data.tags["data.training_set"]}
+
+
 def test_run_has_epochs_plots_model_lineage_and_the_version_is_aliased(
     first: dict, client, platform: Platform
 ) -> None:
@@ -117,7 +123,8 @@ def test_killed_worker_resumes_from_checkpoint_in_the_same_run(
 ) -> None:
     experiment = client.get_experiment_by_name(MODEL).experiment_id
     before = len(client.search_runs([experiment]))
-    result, logs = _train(platform, tmp_path, fault_injection={"rank": 1, "epoch": 1})
+    result, logs = _train(platform, tmp_path, fault_injection={"rank": 1, "epoch": 1},
+                          **_reused(client, first))  # fmt: skip
     assert "fault injection: rank 1 kills its process" in logs
     assert "resumed from the checkpoint of epoch 0" in logs
     assert len(client.search_runs([experiment])) == before + 1  # no duplicate run
@@ -132,7 +139,10 @@ def test_gate_refuses_a_model_trained_on_shuffled_labels(
 ) -> None:
     champion = client.get_model_version_by_alias(MODEL, "champion").version
     challenger = client.get_model_version_by_alias(MODEL, "challenger").version
-    result, _ = _train(platform, tmp_path, shuffle_labels=True)
+    result, _ = _train(platform, tmp_path, shuffle_labels=True, **_reused(client, first))
+    tags = client.get_run(result["run_id"]).data.tags
+    first_tags = client.get_run(first["run_id"]).data.tags
+    assert tags["data.fingerprint"] == first_tags["data.fingerprint"]  # same rows
     assert result["gate_passed"] is False and result["aliases"] == []
     refused = client.get_model_version(MODEL, result["version"])
     assert refused.tags["gate.passed"] == "False" and not refused.aliases
@@ -145,7 +155,7 @@ def test_a_crashed_training_job_leaves_its_run_failed(
 ) -> None:
     path = tmp_path / "crash.yaml"
     path.write_text(yaml.safe_dump({"model_name": MODEL, "experiment": MODEL, "epochs": 2,
-                                    "max_failures": 0, "hidden": [8],
+                                    "max_failures": 0, "hidden": [8], **_reused(client, first),
                                     "fault_injection": {"rank": 1, "epoch": 1}}))  # fmt: skip
     result = platform.run("train", "--config", str(path), timeout=900)
     assert result.returncode != 0
