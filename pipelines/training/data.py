@@ -2,8 +2,8 @@
 
 Entity rows are the raw transactions in the data window that pass the same
 validation as the feature build (quarantined rows are not trained on; the build
-reported them) and whose label was already known at the window's end: a label
-that arrives later cannot be used by a model trained now. Their features come
+reported them) and whose label is already known at the latest event in the data:
+a label that arrives later cannot be used by a model trained now. Their features come
 from Feast's ``get_historical_features`` for the model's feature service, on the
 Ray offline store. The split is by time: the earliest part trains, the latest
 validates, so validation never looks at the past of a training row's future.
@@ -49,7 +49,8 @@ class TrainingData:
 def labelled_transactions(
     raw: Path, start: datetime | None, end: datetime | None
 ) -> tuple[pd.DataFrame, dict[str, int], tuple[pd.Timestamp, pd.Timestamp]]:
-    """Valid, de-duplicated transactions in [start, end) whose label is known by ``end``."""
+    """Valid, de-duplicated transactions in [start, end) whose label is already known
+    at the data's latest event (the present, for a model trained on it now)."""
     import pyarrow.dataset as ds
 
     check_files(raw)
@@ -65,6 +66,7 @@ def labelled_transactions(
     if dup.any():
         excluded["quarantined:duplicate_transaction_id"] = int(dup.sum())
     frame = frame[~dup.to_numpy()]
+    known_by = frame["timestamp"].max() + pd.Timedelta(1, "s")  # "now": the latest event
     lo = pd.Timestamp(start).tz_convert("UTC") if start else frame["timestamp"].min()
     hi = (
         pd.Timestamp(end).tz_convert("UTC")
@@ -73,7 +75,7 @@ def labelled_transactions(
     )
     in_window = (frame["timestamp"] >= lo) & (frame["timestamp"] < hi)
     frame = frame[in_window]
-    unknown = frame["label_available_at"] > hi
+    unknown = frame["label_available_at"] > known_by
     if unknown.any():
         excluded["label_not_yet_known"] = int(unknown.sum())
     frame = frame[~unknown.to_numpy()]

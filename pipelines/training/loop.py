@@ -46,6 +46,9 @@ def _inject_fault(config: dict[str, Any], rank: int, epoch: int) -> None:
     marker.write_text(f"rank {rank} killed itself at epoch {epoch}\n")
     print(f"fault injection: rank {rank} kills its process (pid {os.getpid()}) at epoch {epoch}",
           flush=True)  # fmt: skip
+    # Ray Train V2's controller learns of reported checkpoints when it polls the
+    # workers (every 2 s); die after that, as a real mid-epoch crash would.
+    time.sleep(5)
     os.kill(os.getpid(), signal.SIGKILL)
 
 

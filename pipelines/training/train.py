@@ -128,12 +128,14 @@ def baseline_scores(train: pd.DataFrame, val: pd.DataFrame) -> dict[str, float]:
 
 
 def run(spec: JobSpec, say: Any = print) -> TrainResult:
+    import ray.data
     from mlflow import MlflowClient
 
     from pipelines.training import tracking
 
     cfg = TrainConfig.model_validate(spec.config)
     tracking.check_server(spec.tracking_uri)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # they garble job logs
     began = time.monotonic()
     client = MlflowClient(tracking_uri=spec.tracking_uri)
     experiment = client.get_experiment_by_name(cfg.experiment)

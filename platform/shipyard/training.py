@@ -66,7 +66,8 @@ def train(
         echo(chunk.rstrip("\n"))
     jobs.wait_for_job(settings, job_id)
     for line in reversed(jobs.job_logs(settings, job_id).splitlines()):
-        if line.startswith("RESULT "):
-            return {**json.loads(line[len("RESULT ") :]), "job_id": job_id}
+        at = line.rfind("RESULT {")  # progress bars may share the line
+        if at >= 0:
+            return {**json.loads(line[at + len("RESULT ") :]), "job_id": job_id}
     raise JobError(f"training job {job_id} succeeded but printed no result",
                    hint=f"see `shipyard job logs {job_id}`")  # fmt: skip
