@@ -53,18 +53,15 @@ def _model() -> tuple[torch.nn.Module, Any]:
 
 
 def plain(x: np.ndarray, y: np.ndarray, epochs: int) -> dict[str, Any]:
-    from pipelines.training.loop import train_epoch
+    from pipelines.training.loop import epoch_batches, train_epoch
 
     torch.set_num_threads(1)
     model, optimizer = _model()
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     times = []
-    for _ in range(epochs):
+    for epoch in range(epochs):
         began = time.perf_counter()
-        batches = (
-            {"x": tx[i : i + BATCH], "y": ty[i : i + BATCH]} for i in range(0, len(tx), BATCH)
-        )
-        train_epoch(model, optimizer, batches, torch.tensor(3.0))
+        train_epoch(model, optimizer, epoch_batches(tx, ty, BATCH, epoch), torch.tensor(3.0))
         times.append(time.perf_counter() - began)
     return {"epoch_seconds": times, "loop_seconds": sum(times)}
 
@@ -72,20 +69,19 @@ def plain(x: np.ndarray, y: np.ndarray, epochs: int) -> dict[str, Any]:
 def _worker(config: dict[str, Any]) -> None:
     import ray.train
 
-    from pipelines.training.loop import train_epoch
+    from pipelines.training.loop import epoch_batches, load_shard, train_epoch
     from pipelines.training.tracking import EpochLogger
 
-    first = time.time()
     torch.set_num_threads(1)
     model, optimizer = _model()
     model = ray.train.torch.prepare_model(model)
-    shard = ray.train.get_dataset_shard("train")
+    x, y = load_shard(ray.train.get_dataset_shard("train"))
     logger = EpochLogger(config["uri"], config["run_id"]) if config.get("run_id") else None
+    first = time.time()
     times, log_times = [], []
     for epoch in range(config["epochs"]):
         began = time.perf_counter()
-        batches = shard.iter_torch_batches(batch_size=BATCH, dtypes=torch.float32)
-        total = train_epoch(model, optimizer, batches, torch.tensor(3.0))
+        total = train_epoch(model, optimizer, epoch_batches(x, y, BATCH, epoch), torch.tensor(3.0))
         times.append(time.perf_counter() - began)
         if logger is not None:
             t = time.perf_counter()

@@ -1,6 +1,7 @@
 """``train_loop_per_worker``: the code each Ray Train worker runs, and nothing else.
 
-Each worker reads its shard of the training Dataset and trains a DDP-wrapped MLP;
+Each worker reads its shard of the training Dataset (once, into memory) and trains
+a DDP-wrapped MLP;
 rank 0 also scores the whole validation Dataset, logs the epoch to the MLflow run
 the driver opened (Ray Train V2 has no MLflow callback), and reports a
 checkpoint. A restarted worker group resumes from the latest checkpoint, so the
@@ -21,7 +22,7 @@ import torch
 import torch.distributed as dist
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-__all__ = ["evaluate", "train_epoch", "train_loop_per_worker"]
+__all__ = ["epoch_batches", "evaluate", "load_shard", "train_epoch", "train_loop_per_worker"]
 
 STATE = "state.pt"
 
@@ -33,6 +34,32 @@ def _batches(shard: Any, batch_size: int, seed: int | None) -> Any:
         local_shuffle_buffer_size=batch_size * 8 if seed is not None else None,
         local_shuffle_seed=seed,
     )
+
+
+def load_shard(shard: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """This worker's whole shard as two tensors, read from the object store once.
+
+    The fraud model's data fits in a worker's memory many times over, and
+    streaming it again every epoch (``iter_torch_batches``) costs more than the
+    MLP's forward and backward passes; larger data would stream instead.
+    """
+    xs, ys = [], []
+    for batch in shard.iter_torch_batches(batch_size=65536, dtypes={"x": torch.float32,
+                                                                    "y": torch.float32}):  # fmt: skip
+        xs.append(batch["x"])
+        ys.append(batch["y"])
+    return torch.cat(xs), torch.cat(ys)
+
+
+def epoch_batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int | None) -> Any:
+    """Mini-batches of one epoch, in a fresh random order per seed (None: in order)."""
+    if seed is None:
+        order = torch.arange(len(y))
+    else:
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    for start in range(0, len(y), batch_size):
+        index = order[start : start + batch_size]
+        yield {"x": x[index], "y": y[index]}
 
 
 def _inject_fault(config: dict[str, Any], rank: int, epoch: int) -> None:
@@ -66,7 +93,7 @@ def train_epoch(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        total += torch.tensor([float(loss) * len(batch["y"]), len(batch["y"])])
+        total += torch.tensor([float(loss.detach()) * len(batch["y"]), len(batch["y"])])
     return total
 
 
@@ -124,11 +151,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         from pipelines.training.tracking import EpochLogger
 
         logger = EpochLogger(config["tracking_uri"], config["run_id"])
-    train_shard = ray.train.get_dataset_shard("train")
+    x_train, y_train = load_shard(ray.train.get_dataset_shard("train"))
     for epoch in range(start, config["epochs"]):
         _inject_fault(config, rank, epoch)
         began = time.perf_counter()
-        batches = _batches(train_shard, config["batch_size"], config["seed"] + epoch)
+        batches = epoch_batches(x_train, y_train, config["batch_size"], config["seed"] + epoch)
         total = train_epoch(model, optimizer, batches, pos_weight)
         if world > 1 and dist.is_initialized():
             dist.all_reduce(total)

@@ -54,15 +54,16 @@ class EpochLogger:
 
     def __init__(self, uri: str, run_id: str) -> None:
         from mlflow import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=uri)
-        self.run_id = run_id
-
-    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         from mlflow.entities import Metric
 
+        self._metric = Metric
+        self.client = MlflowClient(tracking_uri=uri)
+        self.run_id = run_id
+        self.client.get_run(run_id)  # connect now (and check the run), not in epoch 1
+
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, epoch) for k, v in metrics.items() if k != "epoch"]
+        batch = [self._metric(k, float(v), now, epoch) for k, v in metrics.items() if k != "epoch"]
         self.client.log_batch(self.run_id, metrics=batch)
 
 
