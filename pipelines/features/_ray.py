@@ -19,9 +19,13 @@ def connect(
     """Initialise Ray once for this process (idempotent)."""
     import ray
 
+    from pipelines.features._feast_fixes import SETUP_HOOK, install
+
+    install()  # in this process; Ray workers get it from the setup hook
     if ray.is_initialized():
         return
     if address or os.environ.get("RAY_ADDRESS"):
+        # A job's workers take the hook from the job's runtime env (set at submission).
         ray.init(address=address, log_to_driver=True)
         return
     # Ray reads this switch at import; the driver has imported Ray already (Feast
@@ -39,4 +43,5 @@ def connect(
         num_cpus=num_cpus,
         object_store_memory=object_store_memory,
         log_to_driver=True,
+        runtime_env={"worker_process_setup_hook": SETUP_HOOK},
     )

@@ -24,8 +24,11 @@ __all__ = ["apply", "build", "get", "materialize", "training_set"]
 
 
 def _run_job(settings: Settings, module: str, args: Sequence[str], echo: Say, what: str) -> str:
+    from pipelines.features._feast_fixes import SETUP_HOOK
+
     entry = ["python", "-m", module, *args]
-    job_id = jobs.submit_job(settings, entry, metadata={"shipyard": what})
+    job_id = jobs.submit_job(settings, entry, metadata={"shipyard": what},
+                             runtime_env={"worker_process_setup_hook": SETUP_HOOK})  # fmt: skip
     echo(f"submitted Ray job {job_id}: {' '.join(entry)}")
     for chunk in jobs.tail_logs(settings, job_id):
         echo(chunk.rstrip("\n"))

@@ -60,7 +60,10 @@ def train(
     path = settings.run_dir / "train" / f"spec-{time.strftime('%Y%m%d-%H%M%S')}-{id(spec)}.json"
     spec.save(path)
     entry = ["python", "-m", "pipelines.training.train", "--spec", str(path)]
-    job_id = jobs.submit_job(settings, entry, metadata={"shipyard": "train"})
+    from pipelines.features._feast_fixes import SETUP_HOOK
+
+    job_id = jobs.submit_job(settings, entry, metadata={"shipyard": "train"},
+                             runtime_env={"worker_process_setup_hook": SETUP_HOOK})  # fmt: skip
     echo(f"submitted Ray job {job_id}: {' '.join(entry)}")
     for chunk in jobs.tail_logs(settings, job_id):
         echo(chunk.rstrip("\n"))
