@@ -14,10 +14,13 @@ does. List or object-typed features keep Feast's own loop.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib.abc
+import importlib.util
+import sys
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["SETUP_HOOK", "install", "point_in_time_join"]
 
@@ -34,6 +37,9 @@ def point_in_time_join(
     requested: list[str],
 ) -> pd.DataFrame:
     """``batch`` with ``requested`` features as of each row's timestamp (NaN when none)."""
+    import numpy as np
+    import pandas as pd
+
     feats = [f for f in requested if f in features.columns]
     right = features[[*feature_join_keys, timestamp_field, *feats]].copy()
     right = right.rename(columns={timestamp_field: _TS})
@@ -62,10 +68,44 @@ def point_in_time_join(
     return merged
 
 
-def install() -> None:
-    """Patch Feast's fallback join in this process (idempotent)."""
-    from feast.infra.offline_stores.contrib.ray_offline_store import ray as ray_store
+_MODULE = "feast.infra.offline_stores.contrib.ray_offline_store.ray"
 
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Patches the Feast module right after it is first imported, so a worker that
+    never joins never pays for importing Feast."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != _MODULE:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module: Any) -> None:
+            exec_module(module)
+            _patch(module)
+
+        spec.loader.exec_module = exec_and_patch  # type: ignore[method-assign]
+        return spec
+
+
+def install() -> None:
+    """Patch Feast's fallback join in this process, now if Feast's Ray offline store
+    is loaded, else when it is (idempotent; cheap: imports nothing)."""
+    module = sys.modules.get(_MODULE)
+    if module is not None:
+        _patch(module)
+    elif not any(isinstance(f, _PatchOnImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _PatchOnImport())
+
+
+def _patch(ray_store: Any) -> None:
     processor = ray_store.RayDataProcessor
     if getattr(processor, "_shipyard_patched", False):
         return

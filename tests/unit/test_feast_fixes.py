@@ -43,3 +43,20 @@ def test_join_equals_feasts_own_loop_including_ties_misses_and_nans() -> None:
         pd.testing.assert_frame_equal(ours[columns].astype({"count": "float64"}),
                                       theirs[columns].astype({"count": "float64"}))  # fmt: skip
         assert ours["count"].notna().sum() > 50 and ours["count"].isna().sum() > 5
+
+
+def test_worker_hook_imports_nothing_and_patches_feast_when_it_loads() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from pipelines.features._feast_fixes import install\n"
+        "install()\n"
+        "assert 'feast' not in sys.modules and 'pandas' not in sys.modules\n"
+        "from feast.infra.offline_stores.contrib.ray_offline_store.ray import RayDataProcessor\n"
+        "assert RayDataProcessor._shipyard_patched\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
