@@ -25,6 +25,13 @@ def shipyard_cmd() -> list[str]:
     return [sys.executable, "-m", "shipyard"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Feast may ray.init() a private Ray in this process (e.g. tearing down a test
+    # project); Ray 2.60 would then switch token auth on machine-wide by writing
+    # ~/.ray/auth_token. Subprocesses get their env from the fixtures, not this.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI a run in which no test passed is a failure, not a green build."""
     if os.environ.get("CI") and exitstatus == 0:
