@@ -43,7 +43,6 @@ class JobSpec:
     raw: str  # raw transactions
     storage: str  # Ray Train checkpoints
     git_commit: str = "unknown"
-    project_dir: str = ""
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

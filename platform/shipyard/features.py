@@ -14,26 +14,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from pipelines.features._feast_fixes import SETUP_HOOK
 from shipyard import jobs
 from shipyard.errors import ConfigError, DataError
 from shipyard.settings import Settings
 
 Say = Callable[[str], None]
+# Every pipeline job's Ray workers patch Feast's point-in-time join (see _feast_fixes).
+PIPELINE_RUNTIME_ENV = {"worker_process_setup_hook": SETUP_HOOK}
 
 __all__ = ["apply", "build", "get", "materialize", "training_set"]
 
 
 def _run_job(settings: Settings, module: str, args: Sequence[str], echo: Say, what: str) -> str:
-    from pipelines.features._feast_fixes import SETUP_HOOK
-
-    entry = ["python", "-m", module, *args]
-    job_id = jobs.submit_job(settings, entry, metadata={"shipyard": what},
-                             runtime_env={"worker_process_setup_hook": SETUP_HOOK})  # fmt: skip
-    echo(f"submitted Ray job {job_id}: {' '.join(entry)}")
-    for chunk in jobs.tail_logs(settings, job_id):
-        echo(chunk.rstrip("\n"))
-    jobs.wait_for_job(settings, job_id)
-    return job_id
+    return jobs.run_module(settings, module, args, echo=echo, what=what,
+                           runtime_env=PIPELINE_RUNTIME_ENV)  # fmt: skip
 
 
 def build(

@@ -235,6 +235,28 @@ def wait_for_job(
     return info
 
 
+def run_module(
+    settings: Settings,
+    module: str,
+    args: Sequence[str],
+    *,
+    echo: Callable[[str], None],
+    what: str,
+    runtime_env: dict[str, Any] | None = None,
+) -> str:
+    """``python -m module args`` as a job: submit, stream its logs to ``echo``, wait.
+
+    Returns the job id; raises :class:`JobFailedError` when the job does not succeed.
+    """
+    entry = ["python", "-m", module, *args]
+    job_id = submit_job(settings, entry, metadata={"shipyard": what}, runtime_env=runtime_env)
+    echo(f"submitted Ray job {job_id}: {' '.join(entry)}")
+    for chunk in tail_logs(settings, job_id):
+        echo(chunk.rstrip("\n"))
+    wait_for_job(settings, job_id)
+    return job_id
+
+
 def _final_logs(settings: Settings, job_id: str, address: str | None, grace: float = 10.0) -> str:
     """The job's logs once its last lines have landed: the file may trail the status."""
     deadline = time.monotonic() + grace

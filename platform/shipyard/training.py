@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from shipyard import jobs
 from shipyard.errors import JobError
+from shipyard.features import PIPELINE_RUNTIME_ENV
 from shipyard.settings import Settings
 
 Say = Callable[[str], None]
@@ -50,24 +52,20 @@ def train(
         raw=str(settings.raw_data_dir),
         storage=settings.training_storage,
         git_commit=git_commit(_PROJECT),
-        project_dir=str(_PROJECT),
     )
     if local:
         from pipelines.features._ray import connect
 
         connect(num_cpus=settings.ray.cpus_per_node)
         return run(spec, say=echo).__dict__
-    path = settings.run_dir / "train" / f"spec-{time.strftime('%Y%m%d-%H%M%S')}-{id(spec)}.json"
+    path = (
+        settings.run_dir
+        / "train"
+        / f"spec-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.json"
+    )
     spec.save(path)
-    entry = ["python", "-m", "pipelines.training.train", "--spec", str(path)]
-    from pipelines.features._feast_fixes import SETUP_HOOK
-
-    job_id = jobs.submit_job(settings, entry, metadata={"shipyard": "train"},
-                             runtime_env={"worker_process_setup_hook": SETUP_HOOK})  # fmt: skip
-    echo(f"submitted Ray job {job_id}: {' '.join(entry)}")
-    for chunk in jobs.tail_logs(settings, job_id):
-        echo(chunk.rstrip("\n"))
-    jobs.wait_for_job(settings, job_id)
+    job_id = jobs.run_module(settings, "pipelines.training.train", ["--spec", str(path)],
+                             echo=echo, what="train", runtime_env=PIPELINE_RUNTIME_ENV)  # fmt: skip
     for line in reversed(jobs.job_logs(settings, job_id).splitlines()):
         at = line.rfind("RESULT {")  # progress bars may share the line
         if at >= 0:
