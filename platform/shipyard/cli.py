@@ -433,8 +433,12 @@ def models_list(obj: _Ctx, as_json: bool) -> None:
         click.echo(f"{v.name:<18} {v.version:>4}  {','.join(v.aliases) or '-':<21} "
                    f"{_metric(v.metrics, 'final_val_pr_auc'):>7} "
                    f"{_metric(v.metrics, 'final_val_roc_auc'):>7}  "
-                   f"{v.gate.get('passed', '?').replace('True', 'passed').replace('False', 'refused'):<7} "
+                   f"{_verdict(v.gate):<7} "
                    f"{created:%Y-%m-%d %H:%M}")  # fmt: skip
+
+
+def _verdict(gate: dict[str, str]) -> str:
+    return {"True": "passed", "False": "refused"}.get(gate.get("passed", ""), "-")
 
 
 def _metric(metrics: dict[str, float], key: str) -> str:
@@ -459,7 +463,7 @@ def models_show(obj: _Ctx, ref: str, as_json: bool) -> None:
     for key in sorted(v.metrics):
         click.echo(f"  {key:<22}{v.metrics[key]:.4f}")
     if v.gate:
-        click.echo(f"  gate          {'passed' if v.gate.get('passed') == 'True' else 'refused'}: "
+        click.echo(f"  gate          {_verdict(v.gate)}: "
                    f"{v.gate.get('reason', '')}")  # fmt: skip
     click.echo("  lineage")
     for key in sorted(v.lineage):

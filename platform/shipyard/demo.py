@@ -109,7 +109,7 @@ def run_demo(
     metrics = trained["metrics"]
     echo(f"  MLflow run      {trained['run_url']}")
     echo(f"  model           {trained['model_name']} version {trained['version']}, aliases: "
-         f"{', '.join(_aliases(settings, trained)) or 'none'}")  # fmt: skip
+         f"{', '.join(trained['aliases']) or 'none'}")  # fmt: skip
     echo(f"  validation      PR AUC {metrics['final_val_pr_auc']:.3f}, ROC AUC "
          f"{metrics['final_val_roc_auc']:.3f} (request-time baseline: PR AUC "
          f"{trained['baseline']['baseline_val_pr_auc']:.3f})")  # fmt: skip
@@ -121,12 +121,6 @@ def run_demo(
     return {"job_id": job_id, "status": info.status, "report": str(report),
             "features": manifest["out"], "run_id": trained["run_id"],
             "version": trained["version"]}  # fmt: skip
-
-
-def _aliases(settings: Settings, trained: dict) -> list[str]:
-    from shipyard.models import show
-
-    return show(settings, f"{trained['model_name']}/{trained['version']}").aliases
 
 
 def _quiet(echo: Say) -> Say:

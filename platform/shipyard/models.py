@@ -66,17 +66,20 @@ def _client(settings: Settings) -> Any:
     return MlflowClient(tracking_uri=settings.tracking_uri)
 
 
-def _aliases(client: Any, name: str, version: str) -> list[str]:
+def _aliases_by_version(model: Any) -> dict[str, list[str]]:
     """From the registered model: version search results do not carry aliases."""
-    aliases = client.get_registered_model(name).aliases or {}
-    return sorted(a for a, v in aliases.items() if str(v) == version)
+    out: dict[str, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():
+        out.setdefault(str(version), []).append(alias)
+    return {v: sorted(a) for v, a in out.items()}
 
 
-def _describe(settings: Settings, client: Any, mv: Any) -> VersionInfo:
+def _describe(
+    settings: Settings, client: Any, mv: Any, aliases: dict[str, list[str]]
+) -> VersionInfo:
     tags = dict(mv.tags or {})
     info = VersionInfo(
-        name=mv.name, version=str(mv.version),
-        aliases=_aliases(client, mv.name, str(mv.version)),
+        name=mv.name, version=str(mv.version), aliases=aliases.get(str(mv.version), []),
         status=mv.status, created=int(mv.creation_timestamp or 0), run_id=mv.run_id or "",
         run_url="",
         gate={k[len("gate."):]: v for k, v in tags.items() if k.startswith("gate.")},
@@ -97,8 +100,9 @@ def list_models(settings: Settings) -> list[VersionInfo]:
     out: list[VersionInfo] = []
     for model in sorted(client.search_registered_models(), key=lambda m: m.name):
         versions = client.search_model_versions(f"name='{model.name}'")
+        aliases = _aliases_by_version(model)
         for mv in sorted(versions, key=lambda v: -int(v.version)):
-            out.append(_describe(settings, client, mv))
+            out.append(_describe(settings, client, mv, aliases))
     return out
 
 
@@ -123,4 +127,5 @@ def show(settings: Settings, ref: str) -> VersionInfo:
             f"no registered model version {ref!r}",
             hint=f"registered models: {known}; see `shipyard models list`",
         ) from None
-    return _describe(settings, client, mv)
+    return _describe(settings, client, mv,
+                     _aliases_by_version(client.get_registered_model(parsed.name)))  # fmt: skip
