@@ -27,15 +27,6 @@ __all__ = ["epoch_batches", "evaluate", "load_shard", "train_epoch", "train_loop
 STATE = "state.pt"
 
 
-def _batches(shard: Any, batch_size: int, seed: int | None) -> Any:
-    return shard.iter_torch_batches(
-        batch_size=batch_size,
-        dtypes={"x": torch.float32, "y": torch.float32},
-        local_shuffle_buffer_size=batch_size * 8 if seed is not None else None,
-        local_shuffle_seed=seed,
-    )
-
-
 def load_shard(shard: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """This worker's whole shard as two tensors, read from the object store once.
 
@@ -103,7 +94,8 @@ def evaluate(model: torch.nn.Module, shard: Any, batch_size: int, pos_weight: fl
     labels, probs, loss_sum = [], [], 0.0
     weight = torch.tensor(pos_weight)
     with torch.no_grad():
-        for batch in _batches(shard, batch_size, None):
+        for batch in shard.iter_torch_batches(batch_size=batch_size,
+                                              dtypes={"x": torch.float32, "y": torch.float32}):  # fmt: skip
             logits = model(batch["x"])
             loss = torch.nn.functional.binary_cross_entropy_with_logits(
                 logits, batch["y"], pos_weight=weight, reduction="sum"

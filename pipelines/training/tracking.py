@@ -7,6 +7,8 @@ nothing is written to a file store behind its back.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -67,41 +69,43 @@ class EpochLogger:
         self.client.log_batch(self.run_id, metrics=batch)
 
 
-def log_plots(client: Any, run_id: str, history: dict[str, list[float]], y: np.ndarray,
-              p: np.ndarray) -> None:  # fmt: skip
-    """Loss curves, and the ROC and PR curves of the final model on validation."""
+@contextmanager
+def _figure(client: Any, run_id: str, path: str, size: tuple[int, int] = (5, 5)) -> Iterator[Any]:
+    """An axes to draw on; the figure is logged to the run as ``path`` and closed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=size)
+    try:
+        yield ax
+        ax.legend()
+        client.log_figure(run_id, fig, path)
+    finally:
+        plt.close(fig)
+
+
+def log_plots(client: Any, run_id: str, history: dict[str, list[float]], y: np.ndarray,
+              p: np.ndarray) -> None:  # fmt: skip
+    """Loss curves, and the ROC and PR curves of the final model on validation."""
     from sklearn.metrics import precision_recall_curve, roc_curve
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key in ("train_loss", "val_loss"):
-        if history.get(key):
-            ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
-    ax.set(xlabel="epoch", ylabel="weighted BCE loss", title="loss")
-    ax.legend()
-    client.log_figure(run_id, fig, "plots/loss_curves.png")
-    plt.close(fig)
-
+    with _figure(client, run_id, "plots/loss_curves.png", (6, 4)) as ax:
+        for key in ("train_loss", "val_loss"):
+            if history.get(key):
+                ax.plot(range(1, len(history[key]) + 1), history[key], marker="o", label=key)
+        ax.set(xlabel="epoch", ylabel="weighted BCE loss", title="loss")
     fpr, tpr, _ = roc_curve(y, p)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(fpr, tpr, label="model")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (validation)")
-    ax.legend()
-    client.log_figure(run_id, fig, "plots/roc_curve.png")
-    plt.close(fig)
-
+    with _figure(client, run_id, "plots/roc_curve.png") as ax:
+        ax.plot(fpr, tpr, label="model")
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (validation)")
     precision, recall, _ = precision_recall_curve(y, p)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(recall, precision, label="model")
-    ax.axhline(float(np.mean(y)), linestyle="--", color="grey", label="base rate")
-    ax.set(xlabel="recall", ylabel="precision", title="precision-recall (validation)")
-    ax.legend()
-    client.log_figure(run_id, fig, "plots/pr_curve.png")
-    plt.close(fig)
+    with _figure(client, run_id, "plots/pr_curve.png") as ax:
+        ax.plot(recall, precision, label="model")
+        ax.axhline(float(np.mean(y)), linestyle="--", color="grey", label="base rate")
+        ax.set(xlabel="recall", ylabel="precision", title="precision-recall (validation)")
 
 
 @dataclass
