@@ -470,6 +470,206 @@ def models_show(obj: _Ctx, ref: str, as_json: bool) -> None:
         click.echo(f"    {key:<22}{v.lineage[key]}")
 
 
+# -- serving and canaries -----------------------------------------------------
+
+
+@cli.command()
+@click.argument("ref")
+@click.option(
+    "--dry-run", is_flag=True, help="print the Serve config (serve deploy format), change nothing"
+)
+@click.option("--no-wait", is_flag=True, help="return once the config is accepted")
+@click.pass_obj
+def deploy(obj: _Ctx, ref: str, dry_run: bool, no_wait: bool) -> None:
+    """Serve MODEL[@ALIAS|/VERSION] (default: the latest version) as its model's stable
+    version: a new Serve application, or the running one moved in place."""
+    import yaml
+
+    from shipyard.serving import deploy as serve_deploy
+
+    result = serve_deploy(obj.settings, ref, wait=not no_wait, dry_run=dry_run, echo=_say)
+    if dry_run:
+        click.echo(yaml.safe_dump(result["config"], sort_keys=False), nl=False)
+        return
+    click.echo(f"{result['model']} version {result['version']} ({ref}) -> "
+               f"POST {result['route']}/predict")  # fmt: skip
+
+
+@cli.group()
+def serve() -> None:
+    """The Serve applications: what runs, where, with which versions and weights."""
+
+
+@serve.command("status")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def serve_status_cmd(obj: _Ctx, as_json: bool) -> None:
+    """Applications, deployments, replicas, versions and canary weights."""
+    from shipyard.serving import serve_status
+
+    apps = serve_status(obj.settings)
+    if as_json:
+        click.echo(json.dumps(apps, indent=2, default=str))
+        return
+    if not apps:
+        click.echo("no Serve applications; deploy one with `shipyard deploy MODEL@champion`")
+        return
+    for app in apps:
+        click.echo(f"{app['application']}  {app['status']}  {app['route']}  "
+                   f"{app['message']}".rstrip())  # fmt: skip
+        weight = app.get("canary_weight", 0.0)
+        click.echo(f"  stable v{app.get('stable_version')}  {100 - weight:g}%   canary "
+                   f"{'v' + str(app['canary_version']) if app.get('canary_version') else '-'}"
+                   f"  {weight:g}%   rollout: {app.get('rollout') or 'none'}")  # fmt: skip
+        for name, dep in app["deployments"].items():
+            replicas = "?" if dep.get("replicas") is None else dep["replicas"]
+            click.echo(f"  {name:<8} {dep.get('status', ''):<10} replicas running: {replicas}")
+
+
+@cli.group()
+def canary() -> None:
+    """Canary rollouts of a new model version, gated on live metrics."""
+
+
+def _plan_options(fn: Any) -> Any:
+    opts = [
+        click.option("--steps", default=None, help="canary weights in percent, e.g. 5,25,50,100"),
+        click.option("--interval", default=None, help="analysis interval per step, e.g. 30s"),
+        click.option("--max-error-rate", type=float, default=None, help="e.g. 0.01"),
+        click.option(
+            "--max-latency-ratio",
+            type=float,
+            default=None,
+            help="canary p95 over stable p95, e.g. 1.5",
+        ),  # fmt: skip
+        click.option(
+            "--min-requests",
+            type=int,
+            default=None,
+            help="canary requests an interval needs to count",
+        ),  # fmt: skip
+        click.option(
+            "--failure-threshold", type=int, default=None, help="failed checks that roll back"
+        ),  # fmt: skip
+        click.option("--ready-timeout", default=None, help="deadline for the canary to load"),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _plan(**kw: Any) -> Any:
+    from shipyard.canary import parse_plan
+
+    return parse_plan(**kw)
+
+
+def _print_rollout(state: dict[str, Any], last: int | None = None) -> None:
+    serving = state.get("serving") or {}
+    click.echo(f"{state.get('app')}: {state.get('status')}"
+               + (f"  canary v{state['canary_version']} vs stable v{state.get('stable_version')}"
+                  if state.get("canary_version") else ""))  # fmt: skip
+    if state.get("plan"):
+        plan = state["plan"]
+        steps = ",".join(f"{s:g}" for s in plan["steps"])
+        click.echo(f"  step {state.get('step', -1) + 1}/{len(plan['steps'])} (steps {steps}), "
+                   f"weight {state.get('weight', 0):g}%, failed checks "
+                   f"{state.get('failed_checks', 0)}/{plan['failure_threshold']}, interval "
+                   f"{plan['interval_s']:g}s")  # fmt: skip
+    if serving:
+        click.echo(f"  serving: stable v{serving['stable_version']}, canary "
+                   f"{'v' + str(serving['canary_version']) if serving['canary_version'] else '-'}"
+                   f" at {serving['canary_weight']:g}%")  # fmt: skip
+    if (state.get("watch") or {}).get("enabled"):
+        click.echo("  registry watch: on (a new gated challenger starts a rollout)")
+    decisions = state.get("decisions") or []
+    if last is not None:
+        decisions = decisions[-last:]
+    for d in decisions:
+        click.echo(f"  {d['at']}  {d['action']:<13} {d.get('weight', 0):>5g}%  {d['reason']}")
+
+
+@canary.command("start")
+@click.argument("model")
+@click.option(
+    "--version", "version", required=True, help="version number or alias, e.g. 4 or challenger"
+)
+@_plan_options
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def canary_start(obj: _Ctx, model: str, version: str, as_json: bool, **plan: Any) -> None:
+    """Roll VERSION out to MODEL's application as a canary, step by step."""
+    from shipyard import rollouts
+
+    state = rollouts.start(obj.settings, model, version, _plan(**plan), echo=_say)
+    if as_json:
+        click.echo(json.dumps(state, indent=2, default=str))
+    else:
+        _print_rollout(state)
+        click.echo(f"follow it: shipyard canary status {model} --follow")
+
+
+@canary.command("status")
+@click.argument("model")
+@click.option(
+    "--follow", is_flag=True, help="print decisions as they happen, until the rollout ends"
+)
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@click.pass_obj
+def canary_status(obj: _Ctx, model: str, follow: bool, as_json: bool) -> None:
+    """The rollout's state and every decision with its reason."""
+    from shipyard import rollouts
+    from shipyard.canary import ACTIVE
+
+    state = rollouts.status(obj.settings, model)
+    if as_json:
+        click.echo(json.dumps(state, indent=2, default=str))
+        return
+    _print_rollout(state)
+    seen = len(state.get("decisions") or [])
+    while follow and state.get("status") in ACTIVE:
+        time.sleep(1.0)
+        state = rollouts.status(obj.settings, model)
+        for d in (state.get("decisions") or [])[seen:]:
+            click.echo(f"  {d['at']}  {d['action']:<13} {d.get('weight', 0):>5g}%  {d['reason']}")
+        seen = len(state.get("decisions") or [])
+    if follow:
+        click.echo(f"{model}: {state.get('status')}")
+    if state.get("status") == "rolled_back":
+        raise SystemExit(1 if follow else 0)
+
+
+def _canary_action(action: str, doc: str) -> None:
+    @canary.command(action, help=doc)
+    @click.argument("model")
+    @click.pass_obj
+    def _cmd(obj: _Ctx, model: str) -> None:
+        from shipyard import rollouts
+
+        state = rollouts.command(obj.settings, model, action, echo=_say)
+        _print_rollout(state, last=1)
+
+
+_canary_action("pause", "Hold the rollout at its current weight.")
+_canary_action("resume", "Continue a paused rollout.")
+_canary_action("promote", "Skip the remaining steps: move stable to the canary's version now.")
+_canary_action("rollback", "Send all traffic back to stable and empty the canary now.")
+
+
+@canary.command("watch")
+@click.argument("model")
+@_plan_options
+@click.option("--stop", is_flag=True, help="turn the registry watch off")
+@click.pass_obj
+def canary_watch(obj: _Ctx, model: str, stop: bool, **plan: Any) -> None:
+    """Start a rollout whenever the `challenger` alias moves to a version that passed
+    the training gate (the controller watches the registry in the cluster)."""
+    from shipyard import rollouts
+
+    state = rollouts.watch(obj.settings, model, _plan(**plan), enabled=not stop, echo=_say)
+    _print_rollout(state, last=1)
+
+
 # -- demo ---------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from shipyard.errors import ConfigError
 
-__all__ = ["MlflowSettings", "RaySettings", "Settings", "load_settings"]
+__all__ = ["MlflowSettings", "RaySettings", "ServeSettings", "Settings", "load_settings"]
 
 ENV_PREFIX = "SHIPYARD_"
 
@@ -105,6 +105,28 @@ class TrainingSettings(BaseModel):
     )
 
 
+class ServeSettings(BaseModel):
+    """Ray Serve: where the HTTP endpoint listens, and which backend changes the
+    Serve config (the local cluster's REST API, or the RayService on Kubernetes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    http_port: int = Field(default=8000, ge=1, le=65535, description="the Serve HTTP proxy")
+    backend: Literal["auto", "local", "kubernetes"] = Field(
+        default="auto",
+        description="auto: `local` for the local profile, `kubernetes` for the cluster profile",
+    )
+    namespace: str = Field(default="shipyard", description="Kubernetes namespace of the RayService")
+    rayservice: str = Field(default="shipyard-serve", description="name of the RayService")
+    feature_repo: str | None = Field(
+        default=None,
+        description="the Feast repo directory the replicas open. Unset: the rendered "
+        "<features>/repo/<profile>",
+    )
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)
+
+
 class Settings(BaseSettings):
     """Everything configurable in Shipyard, validated on load."""
 
@@ -127,6 +149,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @model_validator(mode="after")
     def _expand(self) -> Settings:
@@ -172,6 +195,17 @@ class Settings(BaseSettings):
     @property
     def training_storage(self) -> str:
         return self.training.storage or str(self.data_root / "training")
+
+    @property
+    def serve_backend(self) -> str:
+        if self.serve.backend != "auto":
+            return self.serve.backend
+        return "kubernetes" if self.profile == "cluster" else "local"
+
+    @property
+    def serve_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.serve.http_port}"
 
     @property
     def features_dir(self) -> Path:

@@ -1,0 +1,271 @@
+"""``shipyard deploy`` and ``shipyard serve status``: one Serve application per model.
+
+The Serve config is built here, in the ``serve deploy`` file format, and is the one
+source of truth: locally it goes to Serve's REST API, on Kubernetes it is the
+RayService's ``serveConfigV2``. Versions are resolved from an alias or a number once,
+at deploy time, and recorded as numbers in the config; nothing re-resolves an alias
+behind the user's back.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shipyard.errors import ConfigError
+from shipyard.models import ModelNotFoundError, parse_ref
+from shipyard.serve_backends import (
+    KubernetesBackend,
+    LocalBackend,
+    ServeBackend,
+    ServeBackendError,
+    get_app,
+    put_app,
+    wait_ready,
+)
+from shipyard.settings import Settings
+
+__all__ = [
+    "IMPORT_PATH",
+    "Resolved",
+    "app_config",
+    "backend_for",
+    "deploy",
+    "resolve_version",
+    "rollout_view",
+    "serve_config",
+    "serve_status",
+    "validate_config",
+    "with_rollout",
+]
+
+IMPORT_PATH = "services.router.app:build_app"
+READY_TIMEOUT_S = 180.0
+
+
+@dataclass
+class Resolved:
+    model: str
+    version: str
+    ref: str  # what the user asked for: NAME@ALIAS, NAME/VERSION or NAME
+
+
+def backend_for(settings: Settings) -> ServeBackend:
+    if settings.serve_backend == "kubernetes":
+        return KubernetesBackend(settings.serve.namespace, settings.serve.rayservice)
+    from shipyard.local import dashboard_address
+
+    return LocalBackend(dashboard_address(settings), settings.run_dir / "rollouts")
+
+
+def resolve_version(settings: Settings, ref: str) -> Resolved:
+    """A model reference to an explicit registered version number."""
+    from shipyard.models import show
+
+    parsed = parse_ref(ref)
+    info = show(settings, ref)
+    if info.status != "READY":
+        raise ModelNotFoundError(
+            f"{parsed.name} version {info.version} is {info.status}, not READY"
+        )
+    return Resolved(parsed.name, info.version, ref)
+
+
+def feature_repo(settings: Settings) -> str:
+    if settings.serve.feature_repo:
+        return settings.serve.feature_repo
+    from pipelines.features.store import write_repo
+
+    return str(write_repo(settings))
+
+
+def _predictor(name: str, version: str | None, *, idle: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        # requests a replica works on at once; the batcher groups them
+        "max_ongoing_requests": 32,
+        "max_queued_requests": 256,
+        "autoscaling_config": {
+            "min_replicas": 0 if idle else 1,
+            "initial_replicas": 0 if idle else 1,
+            "max_replicas": 4,
+            "target_ongoing_requests": 16,
+            "upscale_delay_s": 3,
+            "downscale_delay_s": 60,
+        },
+        "graceful_shutdown_timeout_s": 20,
+        "health_check_period_s": 5,
+        "ray_actor_options": {"num_cpus": 0.25},
+        "user_config": {"model_version": version},
+    }
+
+
+def app_config(settings: Settings, model: str, stable_version: str) -> dict[str, Any]:
+    """The application of one model, serving ``stable_version`` with no canary."""
+    args = {"model": model, "tracking_uri": settings.tracking_uri,
+            "feature_repo": feature_repo(settings),
+            "max_batch_size": settings.serve.max_batch_size,
+            "batch_wait_timeout_s": settings.serve.batch_wait_timeout_s}  # fmt: skip
+    router = {
+        "name": "router",
+        "max_ongoing_requests": 256,
+        # beyond this many waiting requests per proxy the router answers 503 at once
+        "max_queued_requests": 512,
+        "autoscaling_config": {
+            "min_replicas": 1,
+            "initial_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 64,
+        },  # fmt: skip
+        "graceful_shutdown_timeout_s": 20,
+        "ray_actor_options": {"num_cpus": 0.1},
+        "user_config": {
+            "canary_weight": 0.0,
+            "stable_version": stable_version,
+            "canary_version": None,
+        },  # fmt: skip
+    }
+    app = {
+        "name": model,
+        "route_prefix": f"/{model}",
+        "import_path": IMPORT_PATH,
+        "args": args,
+        "deployments": [
+            router,
+            _predictor("stable", stable_version, idle=False),
+            _predictor("canary", None, idle=True),
+        ],  # fmt: skip
+    }
+    return app
+
+
+def serve_config(settings: Settings, apps: list[dict[str, Any]]) -> dict[str, Any]:
+    """The whole ``serve deploy`` document. Locally one HTTP proxy on the head, bound
+    to loopback; in a cluster a proxy on every node, on all interfaces of the pod."""
+    local = settings.serve_backend == "local"
+    return {
+        "proxy_location": "HeadOnly" if local else "EveryNode",
+        "http_options": {
+            "host": settings.host if local else "0.0.0.0",
+            "port": settings.serve.http_port,
+        },  # fmt: skip
+        "applications": apps,
+    }
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Ray Serve's own schema for the ``serve deploy`` format."""
+    from pydantic import ValidationError
+    from ray.serve.schema import ServeDeploySchema
+
+    try:
+        ServeDeploySchema.model_validate(config)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid Serve config: {exc}") from None
+
+
+def _deployment(app: dict[str, Any], name: str) -> dict[str, Any]:
+    for dep in app["deployments"]:
+        if dep["name"] == name:
+            return dep
+    raise ConfigError(f"application {app.get('name')!r} has no deployment {name!r}")
+
+
+def rollout_view(app: dict[str, Any]) -> dict[str, Any]:
+    """Versions and weight as the config records them."""
+    router = _deployment(app, "router")["user_config"]
+    return {
+        "stable_version": _deployment(app, "stable")["user_config"].get("model_version"),
+        "canary_version": _deployment(app, "canary")["user_config"].get("model_version"),
+        "canary_weight": float(router.get("canary_weight") or 0.0),
+    }
+
+
+_UNSET: Any = object()
+
+
+def with_rollout(app: dict[str, Any], *, stable_version: Any = _UNSET,
+                 canary_version: Any = _UNSET, canary_weight: Any = _UNSET) -> dict[str, Any]:  # fmt: skip
+    """A copy of ``app`` with versions and the canary weight changed. Only
+    ``user_config`` and the canary's replica bounds move, so Serve reconfigures running
+    replicas in place (the application's args, and so its code version, stay the same)."""
+    new = copy.deepcopy(app)
+    view = rollout_view(new)
+    stable = view["stable_version"] if stable_version is _UNSET else stable_version
+    canary = view["canary_version"] if canary_version is _UNSET else canary_version
+    weight = view["canary_weight"] if canary_weight is _UNSET else float(canary_weight)
+    if canary is None and weight > 0:
+        raise ConfigError("a canary weight above 0 needs a canary version")
+    _deployment(new, "stable")["user_config"] = {"model_version": stable}
+    canary_dep = _deployment(new, "canary")
+    canary_dep["user_config"] = {"model_version": canary}
+    bounds = canary_dep.setdefault("autoscaling_config", {})
+    bounds["min_replicas"] = 0 if canary is None else 1
+    bounds["initial_replicas"] = bounds["min_replicas"]
+    _deployment(new, "router")["user_config"] = {
+        "canary_weight": weight,
+        "stable_version": stable,
+        "canary_version": canary,
+    }
+    return new
+
+
+def deploy(settings: Settings, ref: str, *, wait: bool = True, dry_run: bool = False,
+           echo: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
+    """Deploy ``ref`` as the stable version of its model's application, or move the
+    stable predictor of a running application to it in place (no new replicas)."""
+    resolved = resolve_version(settings, ref)
+    backend = backend_for(settings)
+    current = None if dry_run else get_app(backend, resolved.model)
+    if current is not None:
+        view = rollout_view(current)
+        if view["canary_version"] is not None:
+            raise ConfigError(
+                f"a canary of {resolved.model} version {view['canary_version']} is in progress",
+                hint=f"finish it first: `shipyard canary promote|rollback {resolved.model}`",
+            )
+        app = with_rollout(current, stable_version=resolved.version, canary_weight=0.0)
+    else:
+        app = app_config(settings, resolved.model, resolved.version)
+    config = serve_config(settings, [app])
+    validate_config(config)
+    result = {"model": resolved.model, "version": resolved.version, "ref": ref,
+              "application": app["name"], "route": f"{settings.serve_url}{app['route_prefix']}",
+              "config": config, "backend": backend.kind}  # fmt: skip
+    if dry_run:
+        return result
+    echo(f"deploying {resolved.model} version {resolved.version} (from {ref}) "
+         f"through the {backend.kind} backend ...")  # fmt: skip
+    started = time.monotonic()
+    put_app(backend, app, config)
+    if wait:
+        wait_ready(backend, app["name"], {"router": 1, "stable": 1}, timeout=READY_TIMEOUT_S)
+        echo(f"ready in {time.monotonic() - started:.0f}s: POST {result['route']}/predict")
+    return result
+
+
+def serve_status(settings: Settings) -> list[dict[str, Any]]:
+    """Each application: status, deployments with replicas, versions and weights."""
+    backend = backend_for(settings)
+    out = []
+    for app in backend.read_config().get("applications", []):
+        status = backend.app_status(app["name"])
+        view = rollout_view(app) if {d["name"] for d in app.get("deployments", [])} >= {
+            "router", "stable", "canary"} else {}  # fmt: skip
+        rollout = backend.load_state(app["name"])
+        out.append({
+            "application": app["name"],
+            "route": f"{settings.serve_url}{app.get('route_prefix', '/')}",
+            "status": status.status if status else "ABSENT",
+            "message": status.message if status else "",
+            "deployments": status.deployments if status else {},
+            **view,
+            "rollout": (rollout or {}).get("status"),
+        })  # fmt: skip
+    return out
+
+
+__all__ += ["ServeBackendError"]

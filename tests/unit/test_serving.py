@@ -1,0 +1,232 @@
+"""Serving pieces without a cluster: the HTTP contract, the split, the analysis, the
+Serve config and its rollout changes, and the Kubernetes backend's RayService objects
+(validated against the KubeRay v1.7.0 CRD schema)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+import yaml
+
+from shipyard.canary import CanaryPlan, Window, analyze, parse_duration, parse_plan
+from shipyard.errors import ConfigError
+from shipyard.serve_backends import KubernetesBackend, ServeBackendError, get_app, put_app
+from shipyard.serving import app_config, rollout_view, serve_config, validate_config, with_rollout
+from shipyard.settings import Settings
+from tests.k8s_schema import validate_cr
+
+GOOD = {"transaction_id": "t1", "customer_id": "c_1", "merchant_id": "m_1", "amount": 12.5,
+        "currency": "USD", "category": "grocery", "country": "US",
+        "timestamp": "2026-08-01T12:00:00Z"}  # fmt: skip
+
+
+def _body(**changes: Any) -> bytes:
+    tx = {**GOOD, **changes}
+    return json.dumps({k: v for k, v in tx.items() if v is not ...}).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fields"),
+    [
+        (b"{not json", 400, []),
+        (b"[1, 2]", 400, []),
+        (_body(amount=...), 422, ["amount"]),
+        (_body(amount="12"), 422, ["amount"]),
+        (_body(amount=-1), 422, ["amount"]),
+        (_body(amount=float("inf")).replace(b"Infinity", b"1e999"), 422, ["amount"]),
+        (_body(currency="XXX"), 422, ["currency"]),
+        (_body(category="casino"), 422, ["category"]),
+        (_body(country="usa"), 422, ["country"]),
+        (_body(timestamp="yesterday"), 422, ["timestamp"]),
+        (_body(customer_id=42, merchant_id=""), 422, ["customer_id", "merchant_id"]),
+        (json.dumps({"transactions": []}).encode(), 422, ["transactions"]),
+        (json.dumps({"transactions": [GOOD, {**GOOD, "amount": -3}, 7]}).encode(), 422,
+         ["transactions[1].amount", "transactions[2]"]),
+        (json.dumps({"transactions": [GOOD] * 1001}).encode(), 413, []),
+    ],
+)  # fmt: skip
+def test_bad_requests_name_each_field(body: bytes, status: int, fields: list[str]) -> None:
+    from services.router.schema import RequestError, parse_predict_body
+
+    with pytest.raises(RequestError) as info:
+        parse_predict_body(body)
+    assert info.value.status == status
+    assert [f["field"] for f in info.value.body.get("fields", [])] == fields
+    assert info.value.body["error"]
+
+
+def test_good_requests_single_and_batch() -> None:
+    from services.router.schema import parse_predict_body
+
+    txs, batch = parse_predict_body(_body(timestamp="2026-08-01T12:00:00"))
+    assert not batch and txs[0].payload()["timestamp"] == "2026-08-01T12:00:00+00:00"
+    txs, batch = parse_predict_body(json.dumps({"transactions": [GOOD, GOOD]}).encode())
+    assert batch and len(txs) == 2
+
+
+@pytest.mark.parametrize("weight", [5.0, 10.0, 25.0, 50.0])
+def test_split_share_is_close_to_the_weight_and_sticky(weight: float) -> None:
+    from services.router.app import bucket
+
+    keys = [f"c_{i:07d}" for i in range(20000)]
+    share = sum(bucket(k) < weight for k in keys) / len(keys) * 100
+    assert abs(share - weight) < 1.0
+    # raising the weight only adds customers: nobody moves back to stable
+    assert all(bucket(k) < 50.0 for k in keys if bucket(k) < weight)
+    assert bucket("c_0000001") == bucket("c_0000001")
+
+
+def _window(canary: tuple[int, int, float], stable: tuple[int, int, float]) -> Window:
+    w = Window()
+    for name, (n, errors, ms) in (("canary", canary), ("stable", stable)):
+        w.add({"variants": {name: {"requests": n, "errors": errors, "latencies_ms": [ms] * n}}})
+    return w
+
+
+def test_analysis_verdicts() -> None:
+    plan = CanaryPlan(min_requests=20, max_error_rate=0.05, max_latency_ratio=2.0)
+    assert analyze(_window((50, 1, 10.0), (500, 0, 9.0)), plan, None).passed
+    few = analyze(_window((5, 0, 10.0), (500, 0, 9.0)), plan, None)
+    assert not few.passed and not few.missing and "fewer than min_requests" in few.reason
+    errors = analyze(_window((50, 10, 10.0), (500, 0, 9.0)), plan, None)
+    assert not errors.passed and "error rate 20.00%" in errors.reason
+    slow = analyze(_window((50, 0, 50.0), (500, 0, 10.0)), plan, None)
+    assert not slow.passed and "5.00x" in slow.reason
+    # at 100 % stable has no traffic: compare with the last stable baseline
+    assert not analyze(_window((50, 0, 50.0), (0, 0, 0.0)), plan, 10.0).passed
+    assert analyze(_window((50, 0, 12.0), (0, 0, 0.0)), plan, 10.0).passed
+    missing = analyze(Window(), plan, None)
+    assert missing.missing and not missing.passed
+
+
+def test_plan_parsing_names_the_bad_value() -> None:
+    plan = parse_plan(steps="10,50,100", interval="2m", max_error_rate=0.02)
+    assert plan.steps == [10, 50, 100] and plan.interval_s == 120
+    assert parse_duration("500ms") == 0.5
+    for bad, word in [({"steps": "50,10"}, "increase"), ({"steps": "0,100"}, "(0, 100]"),
+                      ({"interval": "soon"}, "duration"), ({"min_requests": 0}, "min_requests"),
+                      ({"max_latency_ratio": 0.5}, "max_latency_ratio")]:  # fmt: skip
+        with pytest.raises(ConfigError, match="invalid canary plan") as info:
+            parse_plan(**bad)
+        assert word in str(info.value)
+
+
+@pytest.fixture
+def settings(tmp_path: Any) -> Settings:
+    return Settings(data_root=tmp_path, serve={"feature_repo": "/repo"})
+
+
+def test_serve_config_validates_and_rollouts_change_only_user_config(settings: Settings) -> None:
+    from ray.serve._private.deploy_utils import get_app_code_version
+    from ray.serve.schema import ServeApplicationSchema
+
+    app = app_config(settings, "fraud-detector", "3")
+    config = serve_config(settings, [app])
+    validate_config(config)
+    assert config["http_options"] == {"host": "127.0.0.1", "port": 8000}
+    assert rollout_view(app) == {"stable_version": "3", "canary_version": None,
+                                 "canary_weight": 0.0}  # fmt: skip
+    canary = with_rollout(app, canary_version="4", canary_weight=25)
+    assert rollout_view(canary) == {"stable_version": "3", "canary_version": "4",
+                                    "canary_weight": 25.0}  # fmt: skip
+    promoted = with_rollout(canary, stable_version="4", canary_version=None, canary_weight=0)
+    # Serve restarts replicas when an app's code version changes; rollouts never change it
+    versions = {get_app_code_version(ServeApplicationSchema.model_validate(a))
+                for a in (app, canary, promoted)}  # fmt: skip
+    assert len(versions) == 1
+    assert {d["name"]: d["autoscaling_config"]["min_replicas"] for d in canary["deployments"]}[
+        "canary"] == 1  # fmt: skip
+    with pytest.raises(ConfigError, match="needs a canary version"):
+        with_rollout(app, canary_weight=10)
+
+
+class RecordingCustomObjects:
+    """The part of kubernetes' CustomObjectsApi the backend calls, over one stored
+    object, applying JSON merge patches as the API server does and recording them."""
+
+    def __init__(self, obj: dict[str, Any] | None) -> None:
+        self.obj = obj
+        self.patches: list[dict[str, Any]] = []
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):  # type: ignore[no-untyped-def]
+        if self.obj is None or self.obj["metadata"]["name"] != name:
+            err = RuntimeError("Not Found")
+            err.status = 404  # type: ignore[attr-defined]
+            raise err
+        assert (group, version, plural) == ("ray.io", "v1", "rayservices")
+        return copy.deepcopy(self.obj)
+
+    def patch_namespaced_custom_object(self, group, version, namespace, plural, name, body,
+                                       _content_type=None):  # type: ignore[no-untyped-def]  # fmt: skip
+        assert _content_type == "application/merge-patch+json"
+        self.patches.append(copy.deepcopy(body))
+        self.obj = _merge(self.obj, body)
+        return copy.deepcopy(self.obj)
+
+
+def _merge(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
+
+def _rayservice(serve_config_v2: str) -> dict[str, Any]:
+    container = {"name": "ray-head", "image": "shipyard:0.1.0",
+                 "resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}  # fmt: skip
+    return {
+        "apiVersion": "ray.io/v1", "kind": "RayService",
+        "metadata": {"name": "shipyard-serve", "namespace": "shipyard"},
+        "spec": {
+            "serveConfigV2": serve_config_v2,
+            "rayClusterConfig": {
+                "rayVersion": "2.60.0",
+                "headGroupSpec": {"rayStartParams": {},
+                                  "template": {"spec": {"containers": [container]}}},
+            },
+        },
+        "status": {"activeServiceStatus": {"applicationStatuses": {"fraud-detector": {
+            "status": "RUNNING", "serveDeploymentStatuses": {
+                "router": {"status": "HEALTHY"}, "stable": {"status": "HEALTHY"},
+                "canary": {"status": "HEALTHY"}}}}}},
+    }  # fmt: skip
+
+
+def test_kubernetes_backend_patches_serve_config_v2_with_valid_rayservices(
+    settings: Settings,
+) -> None:
+    cluster = settings.model_copy(update={"profile": "cluster"})
+    app = app_config(cluster, "fraud-detector", "3")
+    config = serve_config(cluster, [app])
+    assert config["proxy_location"] == "EveryNode"
+    api = RecordingCustomObjects(_rayservice(yaml.safe_dump(config)))
+    assert validate_cr(api.obj) == []
+    backend = KubernetesBackend("shipyard", "shipyard-serve", api=api)
+
+    assert get_app(backend, "fraud-detector") == app
+    put_app(backend, with_rollout(app, canary_version="4", canary_weight=5), config)
+    backend.save_state("fraud-detector", {"status": "progressing", "weight": 5.0})
+
+    # exactly what was sent: a merge patch of serveConfigV2, then one of an annotation
+    assert list(api.patches[0]) == ["spec"] and list(api.patches[0]["spec"]) == ["serveConfigV2"]
+    assert list(api.patches[1]) == ["metadata"]
+    sent = yaml.safe_load(api.patches[0]["spec"]["serveConfigV2"])
+    validate_config(sent)
+    assert rollout_view(sent["applications"][0])["canary_weight"] == 5.0
+    assert validate_cr(api.obj) == [], "the patched RayService must match the CRD"
+    assert backend.load_state("fraud-detector") == {"status": "progressing", "weight": 5.0}
+    status = backend.app_status("fraud-detector")
+    assert status is not None and status.deployment_ready("canary")
+    assert rollout_view(status.config)["canary_version"] == "4"
+
+    missing = KubernetesBackend("shipyard", "other", api=api)
+    with pytest.raises(ServeBackendError, match="does not exist"):
+        missing.read_config()
