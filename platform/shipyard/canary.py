@@ -45,6 +45,7 @@ __all__ = [
 
 ACTIVE = ("pending", "starting", "progressing", "paused", "promoting", "rolling_back")
 TERMINAL = ("promoted", "rolled_back")
+DRAIN_S = 2.0  # requests already routed to a variant are answered within this
 
 
 def parse_duration(text: str | float | int) -> float:
@@ -281,9 +282,8 @@ class Rollout:
             self.decide("refused", f"version {command['version']}: {why}")
             return
         plan = CanaryPlan(**(command.get("plan") or {}))
-        keep = {
-            k: self.state[k] for k in ("watch", "last_command_id", "history") if k in self.state
-        }
+        kept = ("watch", "last_command_id", "history", "controller", "controller_restarts")
+        keep = {k: self.state[k] for k in kept if k in self.state}
         history = keep.setdefault("history", [])
         if self.state.get("canary_version"):
             history.append({k: self.state.get(k) for k in
@@ -362,29 +362,47 @@ class Rollout:
                 self.rollback(f"{self.state['failed_checks']} failed checks; last: {check.reason}")
 
     def promote(self) -> None:
-        """Idempotent phases, so a controller restarted mid-way finishes the job: all
-        traffic to the canary; stable reloads the new version in place while it has no
-        traffic; traffic back to stable; canary emptied; registry aliases moved."""
+        """Phases recorded in the state, so a controller restarted mid-way finishes the
+        job without repeating one: all traffic to the canary; stable reloads the new
+        version in place while it has no traffic; traffic back to stable and the canary
+        emptied; the registry's ``champion`` alias moved."""
         version = self.state["canary_version"]
-        if self.state.get("weight") != 100.0:
-            self._apply(canary_weight=100.0)
-            self.state["weight"] = 100.0
-            self.decide("shift", "all traffic to the canary while stable loads the new version")
-            time.sleep(2.0)  # requests already routed to stable finish
-        self._apply(stable_version=version)
-        wait_ready(self.backend, self.app, {"stable": 1}, timeout=self.plan.ready_timeout_s)
-        time.sleep(1.0)
-        self._apply(canary_version=None, canary_weight=0.0)
-        self.state["weight"] = 0.0
+        wait = self.plan.ready_timeout_s
+        phase = self.state.get("promote_phase", "shift")
+        if phase == "shift":
+            if self.state.get("weight") != 100.0:
+                self._apply(canary_weight=100.0)
+                self.state["weight"] = 100.0
+                wait_ready(self.backend, self.app, {"router": 1}, timeout=wait)
+                time.sleep(DRAIN_S)  # requests already routed to stable are answered
+            phase = self.state["promote_phase"] = "stable"
+            self.decide("shift", "all traffic on the canary; stable loads the new version")
+        if phase == "stable":
+            self._apply(stable_version=version)
+            wait_ready(self.backend, self.app, {"stable": 1}, timeout=wait)
+            phase = self.state["promote_phase"] = "drain"
+            self.decide("stable_loaded", f"stable serves version {version}")
+        if phase == "drain":
+            self._drain_canary()
+            self.state["promote_phase"] = "registry"
+            self.backend.save_state(self.app, self.state)
         moved = self.registry.promoted(self.state["model"], version) if self.registry else ""
         self.state.update(status="promoted", stable_version=version, finished_at=_now())
         self.decide("promoted", f"stable now serves version {version}; {moved}".rstrip("; "))
 
+    def _drain_canary(self) -> None:
+        """Traffic off the canary first; only once every router has the new weight (and
+        its requests in flight are answered) is the canary's model unloaded."""
+        self._apply(canary_weight=0.0)
+        self.state["weight"] = 0.0
+        wait_ready(self.backend, self.app, {"router": 1}, timeout=self.plan.ready_timeout_s)
+        time.sleep(DRAIN_S)
+        self._apply(canary_version=None)
+
     def rollback(self, reason: str, **extra: Any) -> None:
         self.state.update(status="rolling_back", rollback_reason=reason)
         self.backend.save_state(self.app, self.state)
-        self._apply(canary_version=None, canary_weight=0.0)
-        self.state["weight"] = 0.0
+        self._drain_canary()
         if self.registry:
             self.registry.rolled_back(self.state["model"], self.state["canary_version"], reason)
         self.state.update(status="rolled_back", finished_at=_now())

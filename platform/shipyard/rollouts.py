@@ -46,6 +46,7 @@ def ensure_controller(settings: Settings, model: str, echo: Callable[[str], None
     entry = ["python", "-m", "shipyard.canary_controller", "--app", model,
              "--backend", json.dumps(backend.spec()), "--tracking-uri", settings.tracking_uri]  # fmt: skip
     job_id = submit_job(settings, entry, metadata={"shipyard": "canary controller"})
+    echo(f"rollout controller for {model}: making sure it runs in the cluster (Ray job {job_id})")
     wait_for_job(settings, job_id)
 
 
