@@ -28,8 +28,10 @@ def _structural(node: Any) -> Any:
     if node.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    if node.get("type") == "object" and "properties" in node and not node.get(
-        "x-kubernetes-preserve-unknown-fields"
+    if (
+        node.get("type") == "object"
+        and "properties" in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
     ):
         out.setdefault("additionalProperties", False)
     return out

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 import yaml
-
 from shipyard.canary import CanaryPlan, Window, analyze, parse_duration, parse_plan
 from shipyard.errors import ConfigError
 from shipyard.serve_backends import KubernetesBackend, ServeBackendError, get_app, put_app
 from shipyard.serving import app_config, rollout_view, serve_config, validate_config, with_rollout
 from shipyard.settings import Settings
+
 from tests.k8s_schema import validate_cr
 
 GOOD = {"transaction_id": "t1", "customer_id": "c_1", "merchant_id": "m_1", "amount": 12.5,
