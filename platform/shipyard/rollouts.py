@@ -40,14 +40,30 @@ def _app(settings: Settings, model: str) -> dict[str, Any]:
 
 def ensure_controller(settings: Settings, model: str, echo: Callable[[str], None]) -> None:
     """Start the controller actor in the cluster that runs Serve, unless it runs."""
-    from shipyard.jobs import submit_job, wait_for_job
+    from shipyard.jobs import resolve_address, submit_job, wait_for_job
 
+    if _controller_alive(resolve_address(settings), model):
+        return
     backend = backend_for(settings)
     entry = ["python", "-m", "shipyard.canary_controller", "--app", model,
              "--backend", json.dumps(backend.spec()), "--tracking-uri", settings.tracking_uri]  # fmt: skip
     job_id = submit_job(settings, entry, metadata={"shipyard": "canary controller"})
     echo(f"rollout controller for {model}: making sure it runs in the cluster (Ray job {job_id})")
     wait_for_job(settings, job_id)
+
+
+def _controller_alive(dashboard: str, model: str) -> bool:
+    """Through Ray's state API on the dashboard (HTTP): is the actor alive?"""
+    from ray.util.state import list_actors
+
+    from shipyard.canary_controller import NAMESPACE, actor_name
+
+    try:
+        actors = list_actors(address=dashboard, filters=[("name", "=", actor_name(model))],
+                             limit=100, raise_on_missing_output=False)  # fmt: skip
+    except Exception:  # noqa: BLE001 - unknown: the idempotent job decides
+        return False
+    return any(a.state in ("ALIVE", "RESTARTING") and a.ray_namespace == NAMESPACE for a in actors)
 
 
 def _send(settings: Settings, model: str, cmd: dict[str, Any], echo: Callable[[str], None],

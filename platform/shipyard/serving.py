@@ -106,7 +106,8 @@ def _predictor(name: str, version: str | None, *, idle: bool) -> dict[str, Any]:
 def app_config(settings: Settings, model: str, stable_version: str) -> dict[str, Any]:
     """The application of one model, serving ``stable_version`` with no canary."""
     args = {"model": model, "tracking_uri": settings.tracking_uri,
-            "feature_repo": feature_repo(settings),
+            "feature_repo": feature_repo(settings) if settings.serve.online_features else "",
+            "online_features": settings.serve.online_features,
             "max_batch_size": settings.serve.max_batch_size,
             "batch_wait_timeout_s": settings.serve.batch_wait_timeout_s}  # fmt: skip
     router = {

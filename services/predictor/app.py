@@ -42,6 +42,7 @@ class Predictor:
         variant: str,
         tracking_uri: str,
         feature_repo: str,
+        online_features: bool = True,
         max_batch_size: int = 32,
         batch_wait_timeout_s: float = 0.005,
     ) -> None:
@@ -49,6 +50,7 @@ class Predictor:
         self.variant = variant
         self.tracking_uri = tracking_uri
         self.feature_repo = feature_repo
+        self.online_features = online_features
         self.version: str | None = None
         self.model: Any = None
         self._store: Any = None
@@ -71,7 +73,8 @@ class Predictor:
         started = time.perf_counter()
         mlflow.set_tracking_uri(self.tracking_uri)
         model = mlflow.pyfunc.load_model(f"models:/{self.model_name}/{version}")
-        self._open_store()
+        if self.online_features:
+            self._open_store()
         self.model, self.version = model, version
         log.info("%s: loaded %s version %s in %.1fs", self.variant, self.model_name, version,
                  time.perf_counter() - started)  # fmt: skip
@@ -134,8 +137,15 @@ class Predictor:
     def model_input(self, txs: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[list[str]]]:
         """The pyfunc's input for these transactions: online features from Feast plus
         the request's own fields; and, per row, the entities without online features."""
-        from pipelines.training.model import to_model_input
+        from pipelines.training.model import FEATURE_INPUTS, to_model_input
 
+        if not self.online_features:  # the client sent them: a missing one is NaN
+            features = pd.DataFrame([{c: (t.get("features") or {}).get(c) for c in FEATURE_INPUTS}
+                                     for t in txs], dtype="float64")  # fmt: skip
+            missing = [["request"] if features.iloc[i].isna().all() else []
+                       for i in range(len(txs))]  # fmt: skip
+            request = pd.DataFrame(txs)[["amount", "timestamp", "category", "country"]]
+            return to_model_input(pd.concat([features, request], axis=1)), missing
         self._open_store()
         rows = [{"customer_id": t["customer_id"], "merchant_id": t["merchant_id"],
                  "amount": float(t["amount"])} for t in txs]  # fmt: skip

@@ -48,7 +48,10 @@ class AppArgs(BaseModel):
 
     model: str = Field(min_length=1, description="registered model name")
     tracking_uri: str = Field(description="MLflow server the replicas load versions from")
-    feature_repo: str = Field(description="Feast repo directory (feature_store.yaml)")
+    feature_repo: str = Field(default="", description="Feast repo directory (feature_store.yaml)")
+    online_features: bool = Field(
+        default=True, description="read features from Feast; false: from the request's `features`"
+    )
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)
 
@@ -90,9 +93,11 @@ class _Window:
 
 @serve.deployment
 class Router:
-    def __init__(self, stable: DeploymentHandle, canary: DeploymentHandle, model: str) -> None:
+    def __init__(self, stable: DeploymentHandle, canary: DeploymentHandle, model: str,
+                 online_features: bool = True) -> None:  # fmt: skip
         self.handles = {"stable": stable, "canary": canary}
         self.model = model
+        self.online_features = online_features
         self.app = serve.get_replica_context().app_name
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.weight = 0.0
@@ -144,6 +149,7 @@ class Router:
                 for v in ("stable", "canary")
             },  # fmt: skip
             "split": "sticky per customer_id",
+            "features": "Feast online store" if self.online_features else "from the request",
             "replica": self.replica,
             "served_by_this_replica": self.window.totals,
         }
@@ -161,7 +167,7 @@ class Router:
 
     async def _predict(self, request: Request) -> JSONResponse:
         try:
-            txs, batch = parse_predict_body(await request.body())
+            txs, batch = parse_predict_body(await request.body(), self.online_features)
         except RequestError as exc:
             return JSONResponse(exc.body, status_code=exc.status)
         import asyncio
@@ -232,8 +238,9 @@ def build_app(args: dict[str, Any]) -> Any:
     """The application from its typed args (``AppArgs``)."""
     parsed = AppArgs.model_validate(args)
     common = {"model": parsed.model, "tracking_uri": parsed.tracking_uri,
-              "feature_repo": parsed.feature_repo, "max_batch_size": parsed.max_batch_size,
+              "feature_repo": parsed.feature_repo, "online_features": parsed.online_features,
+              "max_batch_size": parsed.max_batch_size,
               "batch_wait_timeout_s": parsed.batch_wait_timeout_s}  # fmt: skip
     stable = Predictor.options(name="stable").bind(variant="stable", **common)
     canary = Predictor.options(name="canary").bind(variant="canary", **common)
-    return Router.options(name="router").bind(stable, canary, parsed.model)
+    return Router.options(name="router").bind(stable, canary, parsed.model, parsed.online_features)

@@ -47,6 +47,8 @@ class Transaction(BaseModel):
     country: str = Field(min_length=2, max_length=2)
     # ISO 8601; a time without a zone is read as UTC
     timestamp: Annotated[datetime, Field(strict=False)]
+    # only for an application that takes features from the request (online_features off)
+    features: dict[str, Annotated[float, Field(strict=False)] | None] | None = None
 
     @field_validator("amount")
     @classmethod
@@ -76,6 +78,19 @@ class Transaction(BaseModel):
             raise ValueError("must be an ISO 3166 alpha-2 code in capitals, e.g. US")
         return value
 
+    @field_validator("features")
+    @classmethod
+    def _features(cls, value: dict[str, float | None] | None) -> dict[str, float | None] | None:
+        if value is None:
+            return None
+        from pipelines.training.model import FEATURE_INPUTS
+
+        unknown = sorted(set(value) - set(FEATURE_INPUTS))
+        if unknown:
+            raise ValueError(f"unknown feature(s) {', '.join(unknown)}; known: "
+                             f"{', '.join(FEATURE_INPUTS)}")  # fmt: skip
+        return value
+
     @field_validator("timestamp")
     @classmethod
     def _utc(cls, value: datetime) -> datetime:
@@ -102,8 +117,10 @@ def _field_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, Any]
     return out
 
 
-def parse_predict_body(raw: bytes) -> tuple[list[Transaction], bool]:
+def parse_predict_body(raw: bytes, online_features: bool = True) -> tuple[list[Transaction], bool]:
     """The transactions of a request body, and whether it was the batch form.
+    With ``online_features`` the model's features come from the online store, and a
+    request that carries its own is refused rather than silently overridden.
 
     Raises :class:`RequestError` (400 malformed JSON, 413 too many transactions,
     422 bad fields, every one named as ``field`` or ``transactions[i].field``).
@@ -134,10 +151,20 @@ def parse_predict_body(raw: bytes) -> tuple[list[Transaction], bool]:
                 txs.append(Transaction.model_validate(item))
             except ValidationError as exc:
                 errors += _field_errors(exc, f"transactions[{i}].")
+        errors += [{"field": f"transactions[{i}].features", "problem": _ONLINE}
+                   for i, tx in enumerate(txs) if online_features and tx.features is not None]  # fmt: skip
         if errors:
             raise RequestError(422, "invalid transaction fields", errors)
         return txs, True
     try:
-        return [Transaction.model_validate(body)], False
+        tx = Transaction.model_validate(body)
     except ValidationError as exc:
         raise RequestError(422, "invalid transaction fields", _field_errors(exc)) from None
+    if online_features and tx.features is not None:
+        raise RequestError(
+            422, "invalid transaction fields", [{"field": "features", "problem": _ONLINE}]
+        )
+    return [tx], False
+
+
+_ONLINE = "this application reads features from the online store; leave features out"

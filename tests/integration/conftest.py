@@ -14,6 +14,7 @@ import random
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+import yaml
 
 from tests.conftest import shipyard_cmd
 from tests.features_support import bad_rows, edge_cases, write_raw
@@ -56,6 +58,10 @@ class Platform:
     root: Path
     dashboard: str
     mlflow: str
+
+    @property
+    def serve(self) -> str:
+        return f"http://127.0.0.1:{self.env['SHIPYARD_SERVE__HTTP_PORT']}"
 
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return self.run_env(self.env, *args, timeout=timeout)
@@ -99,6 +105,7 @@ def platform() -> Iterator[Platform]:
         SHIPYARD_RAY__CPUS_PER_NODE="2",
         SHIPYARD_RAY__OBJECT_STORE_MEMORY_MB="300",
         SHIPYARD_MLFLOW__PORT=str(_free_port()),
+        SHIPYARD_SERVE__HTTP_PORT=str(_free_port()),
     )
     started: list[psutil.Process] = []
     up = subprocess.run([*shipyard_cmd(), "up", "--workers", "1"], capture_output=True,
@@ -146,3 +153,31 @@ def built(platform: Platform) -> Built:
     result = platform.run("features", "build", timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return Built(good, expected, raw_dir, platform.root / "features", result.stdout)
+
+
+TRAINED_MODEL = f"it-fraud-{uuid.uuid4().hex[:6]}"
+TRAIN_EPOCHS = 2
+
+
+def train(platform: Platform, tmp: Path, **config: object) -> tuple[dict, str]:
+    """``shipyard train --json`` with a small config; the result document and the logs."""
+    cfg = {"model_name": TRAINED_MODEL, "experiment": TRAINED_MODEL, "epochs": TRAIN_EPOCHS,
+           "workers": 2, "batch_size": 256, "hidden": [32, 16],
+           "gate": {"pr_auc_floor": 0.05}, **config}  # fmt: skip
+    path = tmp / f"train-{uuid.uuid4().hex[:6]}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = platform.run("train", "--config", str(path), "--json", timeout=900)
+    logs = result.stdout + result.stderr
+    assert result.returncode == 0, logs[-4000:]
+    start = result.stdout.index("{\n")  # the JSON document printed last
+    return json.loads(result.stdout[start:]), logs
+
+
+@pytest.fixture(scope="session")
+def trained(platform: Platform, built: Built, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One training job on the session's features, shared by the training and serving
+    tests: the first registered version of ``TRAINED_MODEL``."""
+    applied = platform.run("features", "apply")
+    assert applied.returncode == 0, applied.stderr
+    result, _ = train(platform, tmp_path_factory.mktemp("train"))
+    return result

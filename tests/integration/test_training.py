@@ -7,34 +7,24 @@ module, so versions and aliases can be followed from run to run.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from tests.integration.conftest import Built, Platform
+from tests.integration.conftest import TRAIN_EPOCHS, TRAINED_MODEL, Platform, train
 
 pytestmark = pytest.mark.integration
 
-MODEL = f"it-fraud-{uuid.uuid4().hex[:6]}"
-EPOCHS = 2
+MODEL = TRAINED_MODEL
+EPOCHS = TRAIN_EPOCHS
 
 
 def _train(platform: Platform, tmp: Path, **config: object) -> tuple[dict, str]:
-    cfg = {"model_name": MODEL, "experiment": MODEL, "epochs": EPOCHS, "workers": 2,
-           "batch_size": 256, "hidden": [32, 16], "gate": {"pr_auc_floor": 0.05}, **config}  # fmt: skip
-    path = tmp / f"train-{uuid.uuid4().hex[:6]}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    result = platform.run("train", "--config", str(path), "--json", timeout=900)
-    logs = result.stdout + result.stderr
-    assert result.returncode == 0, logs[-4000:]
-    start = result.stdout.index("{\n")  # the JSON document printed last
-    return json.loads(result.stdout[start:]), logs
+    return train(platform, tmp, **config)
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +35,8 @@ def client(platform: Platform):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def first(platform: Platform, built: Built, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    applied = platform.run("features", "apply")
-    assert applied.returncode == 0, applied.stderr
-    result, _ = _train(platform, tmp_path_factory.mktemp("train"))
-    return result
+def first(trained: dict) -> dict:
+    return trained
 
 
 def _reused(client, first: dict) -> dict:  # type: ignore[no-untyped-def]

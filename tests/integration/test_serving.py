@@ -1,0 +1,270 @@
+"""Serving and canary rollouts on the real local cluster: Ray Serve through its REST
+API, the MLflow registry, Feast's online store, and the in-cluster controller.
+
+One model per module, registered from the session's trained run: version 1 the
+champion, version 2 a healthy new version (the same trained weights, registered
+again, as a retrained model that passed the gate would be), version 3 a planted
+faulty copy that fails on about half the transactions. Traffic is bounded loopback
+load (``tests.serving_support.Load``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from tests.integration.conftest import TRAINED_MODEL, Built, Platform
+from tests.serving_support import Load, transaction
+
+pytestmark = pytest.mark.integration
+
+MODEL = f"it-serve-{uuid.uuid4().hex[:6]}"
+# a quick plan: short intervals, thresholds wide enough for a busy 2-core machine
+PLAN = ["--interval", "4s", "--min-requests", "5", "--max-latency-ratio", "4",
+        "--failure-threshold", "3", "--ready-timeout", "120s"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def client(platform: Platform):  # type: ignore[no-untyped-def]
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=platform.mlflow)
+
+
+@pytest.fixture(scope="module")
+def versions(platform: Platform, trained: dict, client) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    import mlflow
+
+    from pipelines.training.chaos import register_faulty_version
+
+    source = client.get_model_version(TRAINED_MODEL, trained["version"]).source
+    mlflow.set_tracking_uri(platform.mlflow)
+    champion = mlflow.register_model(source, MODEL).version
+    client.set_registered_model_alias(MODEL, "champion", champion)
+    healthy = mlflow.register_model(source, MODEL, tags={"gate.passed": "True"}).version
+    faulty = register_faulty_version(platform.mlflow, MODEL, str(healthy), error_share=0.5)
+    return {"champion": str(champion), "healthy": str(healthy), "faulty": faulty}
+
+
+@pytest.fixture(scope="module")
+def customers(platform: Platform, built: Built, trained: dict) -> list[str]:
+    """Customers with online features: the store is materialized (again, if the
+    feature tests have not done it in this session)."""
+    from pipelines.features.store import online_features, open_store
+
+    known = sorted(built.good["customer_id"].unique())
+    store = open_store(built.features / "repo" / "local")
+    if online_features(store, known[0], "m_000001")["cust_tx_count_7d"] is None:
+        result = platform.run("features", "materialize", timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return [c for c in known if c.startswith("c_0")][:400]
+
+
+@pytest.fixture(scope="module")
+def served(platform: Platform, versions: dict[str, str], customers: list[str]) -> str:
+    result = platform.run("deploy", f"{MODEL}@champion", timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{MODEL} version {versions['champion']}" in result.stdout
+    return f"{platform.serve}/{MODEL}"
+
+
+def _state(platform: Platform) -> dict:
+    result = platform.run("canary", "status", MODEL, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _wait_for(platform: Platform, predicate, timeout: float, what: str) -> dict:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    state: dict = {}
+    while time.monotonic() < deadline:
+        state = _state(platform)
+        if predicate(state):
+            return state
+        time.sleep(1.0)
+    raise AssertionError(f"timed out waiting for {what}; state:\n{json.dumps(state, indent=1)}")
+
+
+def test_predictions_over_http_equal_in_process(
+    served: str, platform: Platform, built: Built, versions: dict[str, str], customers: list[str]
+) -> None:
+    import mlflow
+
+    from pipelines.features.store import online_features, open_store
+    from pipelines.training.model import to_model_input
+
+    assert requests.get(f"{served}/healthz", timeout=10).json()["status"] == "ready"
+    about = requests.get(f"{served}/", timeout=10).json()
+    assert about["variants"]["stable"] == {"model_version": versions["champion"],
+                                           "weight_percent": 100.0}  # fmt: skip
+
+    rows = built.good[built.good["customer_id"].isin(customers)].head(20)
+    txs = [transaction(i, r.customer_id, r.merchant_id, float(r.amount)) for i, r in
+           enumerate(rows.itertuples())] + [transaction(99, "c_nobody", "m_nobody", 10.0)]  # fmt: skip
+    batch = requests.post(f"{served}/predict", json={"transactions": txs}, timeout=60)
+    assert batch.status_code == 200, batch.text
+    answers = batch.json()["predictions"]
+    single = requests.post(f"{served}/predict", json=txs[0], timeout=30).json()
+    assert single["fraud_probability"] == pytest.approx(answers[0]["fraud_probability"], abs=1e-9)
+    assert answers[-1]["features_missing"] == ["customer", "merchant"]
+    assert all(a["features_missing"] == [] for a in answers[:-1])
+    assert {a["model_version"] for a in answers} == {versions["champion"]}
+
+    # in this process: the same online features, the model loaded from the registry
+    store = open_store(built.features / "repo" / "local")
+    frames = []
+    for tx in txs:
+        feats = online_features(store, tx["customer_id"], tx["merchant_id"], tx["amount"])
+        frames.append({**feats, **{k: tx[k] for k in ("amount", "timestamp", "category",
+                                                        "country")}})  # fmt: skip
+    mlflow.set_tracking_uri(platform.mlflow)
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{versions['champion']}")
+    expected = model.predict(to_model_input(pd.DataFrame(frames)))["fraud_probability"]
+    got = np.array([a["fraud_probability"] for a in answers])
+    np.testing.assert_allclose(got, expected.to_numpy(), atol=1e-6)
+
+
+BAD = [
+    (b"{oops", 400, None),
+    (json.dumps(transaction(1, "c_1") | {"amount": -5}), 422, "amount"),
+    (json.dumps({k: v for k, v in transaction(1, "c_1").items() if k != "customer_id"}), 422,
+     "customer_id"),
+    (json.dumps(transaction(1, "c_1") | {"amount": "12"}), 422, "amount"),
+    (json.dumps(transaction(1, "c_1") | {"currency": "DOGE"}), 422, "currency"),
+    (json.dumps(transaction(1, "c_1") | {"timestamp": "tomorrow"}), 422, "timestamp"),
+    (json.dumps({"transactions": [transaction(1, "c_1"), {"amount": 1}]}), 422,
+     "transactions[1].customer_id"),
+]  # fmt: skip
+
+
+def test_bad_input_is_a_4xx_naming_the_field_and_serving_goes_on(served: str) -> None:
+    for body, status, field in BAD:
+        resp = requests.post(f"{served}/predict", data=body, timeout=30)
+        assert resp.status_code == status, (body, resp.text)
+        doc = resp.json()
+        assert doc["error"]
+        if field:
+            assert field in [f["field"] for f in doc["fields"]], doc
+    assert requests.get(f"{served}/predict", timeout=10).status_code == 405
+    assert requests.get(f"{served}/nowhere", timeout=10).status_code == 404
+    ok = requests.post(f"{served}/predict", json=transaction(1, "c_1"), timeout=30)
+    assert ok.status_code == 200 and 0 <= ok.json()["fraud_probability"] <= 1
+
+
+def test_good_canary_split_restart_and_promotion(
+    served: str, platform: Platform, versions: dict[str, str], customers: list[str], client
+) -> None:  # type: ignore[no-untyped-def]
+    with Load(f"{served}/predict", customers, rate=25, threads=3, max_seconds=300) as load:
+        started = platform.run("canary", "start", MODEL, "--version", versions["healthy"],
+                               "--steps", "30,60,100", *PLAN, timeout=200)  # fmt: skip
+        assert started.returncode == 0, started.stdout + started.stderr
+        _wait_for(platform, lambda s: s["status"] == "progressing", 150, "the first step")
+        paused = platform.run("canary", "pause", MODEL)
+        assert paused.returncode == 0, paused.stdout + paused.stderr
+        weight = _state(platform)["weight"]
+        assert weight in (30.0, 60.0)
+
+        # split accuracy at the paused weight: 2400 distinct customers; repeated ones stick
+        def ask(customer: str) -> str:
+            resp = requests.post(f"{served}/predict", json=transaction(0, customer), timeout=30)
+            assert resp.status_code == 200, resp.text
+            return resp.json()["variant"]
+
+        keys = [f"split_{i:05d}" for i in range(2400)]
+        with ThreadPoolExecutor(8) as pool:
+            first = list(pool.map(ask, keys))
+            share = first.count("canary") / len(first) * 100
+            assert abs(share - weight) <= 3.0, (share, weight)
+            again = list(pool.map(ask, keys[:300]))
+        assert again == first[:300], "a customer moved between versions"
+
+        # the controller dies mid-rollout; Ray restarts it and it resumes from its state
+        resumed = platform.run("canary", "resume", MODEL)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        pid = _state(platform)["controller"]["pid"]
+        os.kill(pid, signal.SIGKILL)
+        state = _wait_for(platform, lambda s: s.get("controller_restarts", 0) >= 1 and any(
+            d["action"] == "resume" and "restart" in d["reason"] for d in s["decisions"]),
+            90, "the restarted controller")  # fmt: skip
+        assert state["controller"]["pid"] != pid
+
+        state = _wait_for(platform, lambda s: s["status"] in ("promoted", "rolled_back"), 240,
+                          "the end of the rollout")  # fmt: skip
+        time.sleep(2)
+    assert state["status"] == "promoted", json.dumps(state["decisions"], indent=1)
+    actions = [d["action"] for d in state["decisions"]]
+    assert actions.count("advance") >= 3 and "pause" in actions and "check_passed" in actions
+    failures = load.failures()
+    assert not failures, f"{len(failures)} failed requests during the rollout: {failures[:5]}"
+    served_by = Counter((r[2], r[3]) for r in load.results)
+    assert served_by[("canary", versions["healthy"])] > 0
+    assert client.get_model_version_by_alias(MODEL, "champion").version == versions["healthy"]
+    about = requests.get(f"{served}/", timeout=10).json()
+    assert about["variants"]["stable"]["model_version"] == versions["healthy"]
+    assert about["variants"]["canary"]["model_version"] is None
+    status = platform.run("serve", "status")
+    assert f"stable v{versions['healthy']}  100%" in status.stdout, status.stdout
+
+
+def test_bad_canary_is_rolled_back_and_stable_keeps_serving(
+    served: str, platform: Platform, versions: dict[str, str], customers: list[str], client
+) -> None:  # type: ignore[no-untyped-def]
+    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    with Load(f"{served}/predict", customers, rate=25, threads=3, max_seconds=240) as load:
+        started = platform.run("canary", "start", MODEL, "--version", versions["faulty"],
+                               "--steps", "20,50,100", *PLAN[:-4], "--failure-threshold", "2",
+                               timeout=200)  # fmt: skip
+        assert started.returncode == 0, started.stdout + started.stderr
+        state = _wait_for(platform, lambda s: s["status"] in ("promoted", "rolled_back"), 200,
+                          "the rollback")  # fmt: skip
+        time.sleep(3)  # traffic after the rollback: stable only
+        after = time.time()
+        time.sleep(4)
+    assert state["status"] == "rolled_back", json.dumps(state["decisions"], indent=1)
+    assert "error rate" in state["decisions"][-1]["reason"]
+    assert state["weight"] == 0.0 and state["step"] == 0  # never got past 20 %
+    results = load.results
+    errors = [r for r in results if r[1] != 200]
+    assert errors and all(r[2] == "canary" and r[1] == 500 for r in errors), errors[:5]
+    # clients saw about weight x failure share of errors while the canary had traffic
+    during = [r for r in results if r[0] < after]
+    assert len(errors) / len(during) < 0.2 * 0.5 + 0.05, (len(errors), len(during))
+    assert all(r[1] == 200 and r[2] == "stable" for r in results if r[0] >= after)
+    assert client.get_model_version_by_alias(MODEL, "champion").version == champion
+    tags = client.get_model_version(MODEL, versions["faulty"]).tags
+    assert tags["canary.result"] == "rolled_back"
+    again = platform.run("canary", "rollback", MODEL)
+    assert again.returncode != 0 and "no rollout" in again.stderr
+
+
+def test_canary_cli_refuses_bad_requests(served: str, platform: Platform, versions: dict) -> None:
+    same = platform.run("canary", "start", MODEL, "--version", versions["healthy"])
+    assert same.returncode == 2 and "already the stable version" in same.stderr
+    plan = platform.run("canary", "start", MODEL, "--version", "1", "--steps", "50,10")
+    assert plan.returncode == 2 and "steps must increase" in plan.stderr
+    missing = platform.run("canary", "start", "no-such-model", "--version", "1")
+    assert missing.returncode == 4 and "not deployed" in missing.stderr
+    unknown = platform.run("canary", "start", MODEL, "--version", "999")
+    assert unknown.returncode == 4 and "999" in unknown.stderr
+
+
+def test_dry_run_prints_the_serve_config(platform: Platform, served: str, tmp_path: Path) -> None:
+    import yaml
+
+    result = platform.run("deploy", f"{MODEL}@champion", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    app = config["applications"][0]
+    assert app["import_path"] == "services.router.app:build_app"
+    assert {d["name"] for d in app["deployments"]} == {"router", "stable", "canary"}
