@@ -4,7 +4,9 @@ Today: start the platform, generate raw transactions, summarise them in a Ray
 job, build point-in-time features in a Ray job (Ray Data), register them in Feast,
 materialize them into the online store (Feast's Ray engine), and print online
 features for a few customers, then train, track, register and gate the fraud
-model (Ray Train, MLflow). Later stages (serving, canary) extend this flow. The platform is left running.
+model (Ray Train, MLflow); then serve it, roll a challenger out as a canary, roll a
+planted bad version back, and print predictions (``shipyard.demo_serving``). The
+platform is left running.
 """
 
 from __future__ import annotations
@@ -40,13 +42,13 @@ def run_demo(
     from pipelines.data.generate import GenerateConfig, generate
 
     began = time.monotonic()
-    say("[1/7] starting the local platform")
+    say("[1/12] starting the local platform")
     state = up(settings, workers=workers, progress=say)
     for name in state.already_running:
         say(f"      {name} already running")
 
     raw = settings.raw_data_dir
-    say(f"[2/7] generating {rows:,} raw transactions in {raw}")
+    say(f"[2/12] generating {rows:,} raw transactions in {raw}")
     if _dataset_matches(raw, rows, seed):
         say("      already there (same rows and seed); reusing it")
     else:
@@ -60,7 +62,7 @@ def run_demo(
 
     report = settings.data_root / "reports" / "raw_summary.json"
     entry = ["python", "-m", "pipelines.data.summary", "--input", str(raw), "--out", str(report)]
-    say("[3/7] submitting a Ray job that summarises them: " + " ".join(entry))
+    say("[3/12] submitting a Ray job that summarises them: " + " ".join(entry))
     job_id = jobs.submit_job(settings, entry, metadata={"shipyard": "demo"})
     say(f"      job {job_id}; streaming its logs")
     for chunk in jobs.tail_logs(settings, job_id):
@@ -68,22 +70,27 @@ def run_demo(
     info = jobs.wait_for_job(settings, job_id)
     summary = json.loads(report.read_text())
 
-    say("[4/7] building features in a Ray job (validate, quarantine, point-in-time windows)")
+    say("[4/12] building features in a Ray job (validate, quarantine, point-in-time windows)")
     manifest = features.build(settings, echo=_quiet(echo))
     say(f"      {manifest['accepted']:,} rows accepted, "
         f"{sum(manifest['quarantined'].values()):,} quarantined; "
         f"{manifest['customer_rows']:,} customer rows, {manifest['merchant_rows']:,} merchant rows")  # fmt: skip
-    say("[5/7] registering the feature repo in Feast and materializing the online store")
+    say("[5/12] registering the feature repo in Feast and materializing the online store")
     for name in features.apply(settings):
         say(f"      applied {name}")
     features.materialize(settings, echo=_quiet(echo))
-    say("[6/7] reading online features for a few customers")
+    say("[6/12] reading online features for a few customers")
     samples = _samples(raw)
     online = [features.get(settings, c, m, a) for c, m, a in samples]
-    say("[7/7] training the fraud model with Ray Train (2 DDP workers), tracked in MLflow")
+    say("[7/12] training the fraud model with Ray Train (2 DDP workers), tracked in MLflow")
     start = _latest(raw) - timedelta(days=TRAIN_DAYS)
     say(f"      on the last {TRAIN_DAYS} days of data (from {start:%Y-%m-%d})")
     trained = training.train(settings, workers=2, echo=_quiet(echo), start=start)
+    say(f"      version {trained['version']}, aliases {', '.join(trained['aliases']) or 'none'}")
+    from shipyard.demo_serving import run_serving
+    from shipyard.demo_serving import summary as serving_summary
+
+    served = run_serving(settings, trained, raw, start, say, echo, _quiet(echo))
 
     echo("")
     echo("=" * 64)
@@ -116,6 +123,7 @@ def run_demo(
     echo(f"  gate            {'passed' if trained['gate_passed'] else 'refused'}: "
          f"{trained['gate_reason']}")  # fmt: skip
     echo(f"  try: shipyard models show {trained['model_name']}@champion")
+    serving_summary(served, echo)
     echo("  the platform keeps running: `shipyard status`, `shipyard down` to stop it")
     echo("=" * 64)
     return {"job_id": job_id, "status": info.status, "report": str(report),

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from shipyard.traffic import Load, transaction
 
 from tests.integration.conftest import TRAINED_MODEL, Built, Platform
-from tests.serving_support import Load, transaction
 
 pytestmark = pytest.mark.integration
 
