@@ -248,6 +248,29 @@ def test_bad_canary_is_rolled_back_and_stable_keeps_serving(
     assert again.returncode != 0 and "no rollout" in again.stderr
 
 
+def test_registry_watch_starts_a_rollout_when_the_challenger_moves(
+    served: str, platform: Platform, versions: dict[str, str], client
+) -> None:  # type: ignore[no-untyped-def]
+    import mlflow
+
+    watch = platform.run("canary", "watch", MODEL, "--steps", "50,100", *PLAN, timeout=200)
+    assert watch.returncode == 0, watch.stdout + watch.stderr
+    assert "registry watch on" in watch.stdout
+    source = client.get_model_version(MODEL, versions["healthy"]).source
+    mlflow.set_tracking_uri(platform.mlflow)
+    new = mlflow.register_model(source, MODEL, tags={"gate.passed": "True"}).version
+    client.set_registered_model_alias(MODEL, "challenger", new)
+    state = _wait_for(platform, lambda s: s.get("canary_version") == str(new)
+                      and s["status"] in ("starting", "progressing"), 90, "the watched rollout")  # fmt: skip
+    assert state["source"] == "watch"
+    done = platform.run("canary", "rollback", MODEL, timeout=200)
+    assert done.returncode == 0, done.stdout + done.stderr
+    state = _wait_for(platform, lambda s: s["status"] == "rolled_back", 90, "the rollback")
+    assert "requested by the user" in state["decisions"][-1]["reason"]
+    stop = platform.run("canary", "watch", MODEL, "--stop", timeout=200)
+    assert stop.returncode == 0 and "registry watch off" in stop.stdout
+
+
 def test_canary_cli_refuses_bad_requests(served: str, platform: Platform, versions: dict) -> None:
     same = platform.run("canary", "start", MODEL, "--version", versions["healthy"])
     assert same.returncode == 2 and "already the stable version" in same.stderr

@@ -230,3 +230,18 @@ def test_kubernetes_backend_patches_serve_config_v2_with_valid_rayservices(
     missing = KubernetesBackend("shipyard", "other", api=api)
     with pytest.raises(ServeBackendError, match="does not exist"):
         missing.read_config()
+
+
+def test_request_features_only_where_the_app_takes_them() -> None:
+    from services.router.schema import RequestError, parse_predict_body
+
+    body = json.dumps({**GOOD, "features": {"cust_tx_count_7d": 3, "merch_fraud_rate_30d": None}})
+    txs, _ = parse_predict_body(body.encode(), online_features=False)
+    assert txs[0].payload()["features"] == {"cust_tx_count_7d": 3.0, "merch_fraud_rate_30d": None}
+    with pytest.raises(RequestError) as info:
+        parse_predict_body(body.encode(), online_features=True)
+    assert info.value.body["fields"][0]["field"] == "features"
+    unknown = json.dumps({**GOOD, "features": {"shoe_size": 3}}).encode()
+    with pytest.raises(RequestError, match="invalid") as info:
+        parse_predict_body(unknown, online_features=False)
+    assert "shoe_size" in info.value.body["fields"][0]["problem"]
