@@ -26,7 +26,9 @@ share of the requests back to back; every target is warmed up first. Latency is 
 request as the client sees it; throughput is successful requests over the wall time.
 ``c``/``d`` and ``c``/``f`` are measured interleaved (c, d, d, c in halves) so that
 drift on a shared machine hits both alike. Torch uses 1 thread in this process and in
-the bare server, as in the Serve replicas (Ray sets ``OMP_NUM_THREADS=1``).
+the bare server, as in the Serve replicas (Ray sets ``OMP_NUM_THREADS=1``); the bare
+server runs at nice 15 (``--bare-nice``), as Ray runs its workers and so the Serve
+replicas, so that neither side is favoured when other work shares the cores.
 
 The benchmark deploys its own applications (``bench-*``) next to whatever is deployed,
 through ``put_app`` (which keeps the other applications), and removes them at the end
@@ -131,12 +133,14 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start_bare(settings: Any, model: str, version: str) -> tuple[subprocess.Popen, str]:
+def _start_bare(settings: Any, model: str, version: str,
+                nice: int) -> tuple[subprocess.Popen, str]:  # fmt: skip
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, __file__, "--bare-server", str(port), settings.tracking_uri, model,
          version],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        preexec_fn=(lambda: os.nice(nice)) if nice else None,
     )  # fmt: skip
     return proc, f"http://127.0.0.1:{port}"
 
@@ -345,6 +349,21 @@ def _replicas(backend: Any, name: str) -> dict[str, Any]:
     return {d: v.get("replicas") for d, v in (status.deployments if status else {}).items()}
 
 
+def _replica_nice(backend: Any, name: str) -> dict[str, int | None]:
+    """The scheduler niceness of each deployment's first replica process."""
+    import psutil
+
+    app = (backend._details().get("applications") or {}).get(name) or {}
+    out: dict[str, int | None] = {}
+    for dep, info in (app.get("deployments") or {}).items():
+        pids = [r.get("pid") for r in info.get("replicas") or [] if r.get("pid")]
+        try:
+            out[dep] = psutil.Process(pids[0]).nice() if pids else None
+        except psutil.Error:
+            out[dep] = None
+    return out
+
+
 def _others(backend: Any) -> dict[str, Any]:
     """Other applications' status and replica ids: proof they were left alone."""
     details = backend._details()
@@ -438,6 +457,9 @@ def main() -> int:
                         help="measured requests per cell at concurrency 16")  # fmt: skip
     parser.add_argument("--requests-c1", type=int, default=None,
                         help="measured requests per cell at concurrency 1 (default: --requests / 4)")  # fmt: skip
+    parser.add_argument("--bare-nice", type=int, default=15,
+                        help="niceness of the bare server (Ray starts its workers, and so "
+                        "the Serve replicas, at 15)")  # fmt: skip
     parser.add_argument("--transactions", type=int, default=256,
                         help="distinct transactions sampled from the raw data")  # fmt: skip
     parser.add_argument("--bare-server", nargs=4, metavar=("PORT", "URI", "MODEL", "VERSION"),
@@ -490,12 +512,17 @@ def main() -> int:
             )
             print(json.dumps({"a_inprocess": results["a_inprocess"][f"c{conc}"]}), flush=True)
         # then (b) starts while (c) and (d) deploy; nothing is measured meanwhile
-        bare, bare_url = _start_bare(settings, model, version)
+        bare, bare_url = _start_bare(settings, model, version, args.bare_nice)
         app_c = _bench_app(settings, model, version, APP_C, online=False)
         app_d = _bench_app(settings, model, version, APP_D, online=False, canary_weight=10)
         deploy_s["c+d"] = _deploy(settings, backend, [app_c, app_d])
         _wait_http(f"{bare_url}/healthz", 120, bare)
-        print(f"deployed {APP_C}, {APP_D} in {deploy_s['c+d']}s; bare server up", flush=True)
+        import psutil
+
+        nice = {"bench_client": psutil.Process().nice(), "bare_server": psutil.Process(bare.pid).nice(),
+                "serve_replicas": {APP_C: _replica_nice(backend, APP_C)}}  # fmt: skip
+        print(f"deployed {APP_C}, {APP_D} in {deploy_s['c+d']}s; bare server up; "
+              f"niceness {json.dumps(nice)}", flush=True)  # fmt: skip
         url = {k: f"{settings.serve_url}/{n}/predict" for k, n in
                (("c_serve", APP_C), ("d_canary10", APP_D), ("e_feast", APP_E), ("f", APP_F))}  # fmt: skip
         for conc in CONCURRENCY:
@@ -588,6 +615,7 @@ def main() -> int:
             "applications": list(BENCH_APPS),
         },  # fmt: skip
         "deploy_seconds": deploy_s,
+        "niceness": nice,
         "results": r,
         "batching_c16": batching,
         "ratios": ratios,

@@ -231,12 +231,20 @@ class Rollout:
     def resume_after_restart(self, restarts: int) -> None:
         """Called when the controller (re)starts: re-apply what the state says, so a crash
         between a config change and its record leaves nothing half done."""
-        if self.status in ("progressing", "paused"):
+        status = self.status
+        if status in ("progressing", "paused"):
             self._apply(canary_version=self.state["canary_version"],
                         canary_weight=self.state["weight"])  # fmt: skip
-            self.decide("resume", f"controller started (restart {restarts}); resuming at step "
-                        f"{self.state['step'] + 1}/{len(self.plan.steps)}, weight "
-                        f"{self.state['weight']:g}%; the analysis interval starts again")  # fmt: skip
+            where = (f"step {self.state['step'] + 1}/{len(self.plan.steps)}, weight "
+                     f"{self.state['weight']:g}%, {status}; the analysis interval starts again")  # fmt: skip
+        elif status == "promoting":
+            where = f"promotion, phase {self.state.get('promote_phase', 'shift')}"
+        elif status in ACTIVE:
+            where = status
+        else:
+            where = ""
+        if where and restarts:
+            self.decide("resume", f"controller restarted (restart {restarts}); resuming at {where}")
         self.reset_window()
 
     # -- commands ------------------------------------------------------------------------------
