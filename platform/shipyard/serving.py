@@ -159,8 +159,13 @@ def serve_config(settings: Settings, apps: list[dict[str, Any]]) -> dict[str, An
 
 def validate_config(config: dict[str, Any]) -> None:
     """Ray Serve's own schema for the ``serve deploy`` format."""
+    import warnings
+
     from pydantic import ValidationError
-    from ray.serve.schema import ServeDeploySchema
+
+    with warnings.catch_warnings():  # Ray's schema module trips a pydantic deprecation
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from ray.serve.schema import ServeDeploySchema
 
     try:
         ServeDeploySchema.model_validate(config)

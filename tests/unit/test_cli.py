@@ -139,3 +139,23 @@ def test_feature_commands_refuse_bad_input_with_one_line(
     assert bad_time.returncode == 2 and "is not an ISO date" in bad_time.stderr
     no_repo = run("features", "get", "--customer", "c_1", "--merchant", "m_1", env=shipyard_env)
     assert no_repo.returncode != 0 and "Traceback" not in no_repo.stderr
+
+
+def test_serving_commands_refuse_bad_input_with_one_line(shipyard_env: dict[str, str]) -> None:
+    env = dict(shipyard_env, SHIPYARD_RAY__DASHBOARD_PORT=str(_closed_port()))
+    plan = run("canary", "start", "m", "--version", "2", "--steps", "50,10", env=env)
+    assert plan.returncode == 2 and "steps must increase" in plan.stderr
+    interval = run("canary", "start", "m", "--version", "2", "--interval", "soon", env=env)
+    assert interval.returncode == 2 and "not a duration" in interval.stderr
+    ref = run("deploy", "not a ref!", env=env)
+    assert ref.returncode == 2 and "is not a model reference" in ref.stderr
+    down = run("serve", "status", env=env)
+    assert down.returncode == 5 and "cannot reach Serve's REST API" in down.stderr
+    for result in (plan, interval, ref, down):
+        assert len(result.stderr.strip().splitlines()) <= 2 and "Traceback" not in result.stderr
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
