@@ -165,7 +165,7 @@ def test_bad_input_is_a_4xx_naming_the_field_and_serving_goes_on(served: str) ->
 def test_good_canary_split_restart_and_promotion(
     served: str, platform: Platform, versions: dict[str, str], customers: list[str], client
 ) -> None:  # type: ignore[no-untyped-def]
-    with Load(f"{served}/predict", customers, rate=25, threads=3, max_seconds=300) as load:
+    with Load(f"{served}/predict", customers, rate=25, threads=3, max_seconds=900) as load:
         started = platform.run("canary", "start", MODEL, "--version", versions["healthy"],
                                "--steps", "30,60,100", *PLAN, timeout=200)  # fmt: skip
         assert started.returncode == 0, started.stdout + started.stderr
@@ -226,7 +226,7 @@ def test_bad_canary_is_rolled_back_and_stable_keeps_serving(
     served: str, platform: Platform, versions: dict[str, str], customers: list[str], client
 ) -> None:  # type: ignore[no-untyped-def]
     champion = client.get_model_version_by_alias(MODEL, "champion").version
-    with Load(f"{served}/predict", customers, rate=25, threads=3, max_seconds=240) as load:
+    with Load(f"{served}/predict", customers, rate=25, threads=3, max_seconds=600) as load:
         started = platform.run("canary", "start", MODEL, "--version", versions["faulty"],
                                "--steps", "20,50,100", *PLAN[:-4], "--failure-threshold", "2",
                                timeout=200)  # fmt: skip
