@@ -80,9 +80,13 @@ def served(platform: Platform, versions: dict[str, str], customers: list[str]) -
 
 
 def _state(platform: Platform) -> dict:
-    result = platform.run("canary", "status", MODEL, "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    """The rollout's durable state as the controller wrote it (what `canary status`
+    prints; read directly so polling does not start a CLI process each second)."""
+    from shipyard.serve_backends import LocalBackend
+
+    return LocalBackend(platform.dashboard, platform.root / "run" / "rollouts").load_state(
+        MODEL
+    ) or {"status": "none", "decisions": []}
 
 
 def _wait_for(platform: Platform, predicate, timeout: float, what: str) -> dict:  # type: ignore[no-untyped-def]
@@ -167,13 +171,14 @@ def test_good_canary_split_restart_and_promotion(
 ) -> None:  # type: ignore[no-untyped-def]
     with Load(f"{served}/predict", customers, rate=25, threads=3, max_seconds=900) as load:
         started = platform.run("canary", "start", MODEL, "--version", versions["healthy"],
-                               "--steps", "30,60,100", *PLAN, timeout=200)  # fmt: skip
+                               "--steps", "30,100", *PLAN, "--interval", "8s",
+                               timeout=200)  # fmt: skip
         assert started.returncode == 0, started.stdout + started.stderr
         _wait_for(platform, lambda s: s["status"] == "progressing", 150, "the first step")
         paused = platform.run("canary", "pause", MODEL)
         assert paused.returncode == 0, paused.stdout + paused.stderr
         weight = _state(platform)["weight"]
-        assert weight in (30.0, 60.0)
+        assert weight == 30.0  # paused within the first step's 8 s
 
         # split accuracy at the paused weight: 2000 distinct customers (in batch requests,
         # each transaction routed on its own); repeated customers stick to their version
@@ -208,8 +213,10 @@ def test_good_canary_split_restart_and_promotion(
                           "the end of the rollout")  # fmt: skip
         time.sleep(2)
     assert state["status"] == "promoted", json.dumps(state["decisions"], indent=1)
+    shown = platform.run("canary", "status", MODEL)
+    assert shown.returncode == 0 and "promoted" in shown.stdout and "check_passed" in shown.stdout
     actions = [d["action"] for d in state["decisions"]]
-    assert actions.count("advance") >= 3 and "pause" in actions and "check_passed" in actions
+    assert actions.count("advance") >= 2 and "pause" in actions and "check_passed" in actions
     failures = load.failures()
     assert not failures, f"{len(failures)} failed requests during the rollout: {failures[:5]}"
     served_by = Counter((r[2], r[3]) for r in load.results)
@@ -233,9 +240,9 @@ def test_bad_canary_is_rolled_back_and_stable_keeps_serving(
         assert started.returncode == 0, started.stdout + started.stderr
         state = _wait_for(platform, lambda s: s["status"] in ("promoted", "rolled_back"), 200,
                           "the rollback")  # fmt: skip
-        time.sleep(3)  # traffic after the rollback: stable only
+        time.sleep(2)  # traffic after the rollback: stable only
         after = time.time()
-        time.sleep(4)
+        time.sleep(3)
     assert state["status"] == "rolled_back", json.dumps(state["decisions"], indent=1)
     assert "error rate" in state["decisions"][-1]["reason"]
     assert state["weight"] == 0.0 and state["step"] == 0  # never got past 20 %
