@@ -48,10 +48,17 @@ def _traffic(raw: Path) -> tuple[list[str], list[str]]:
 
 def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: datetime,
                 say: Say, echo: Say, quiet: Say) -> dict[str, Any]:  # fmt: skip
+    import logging
+    import os
+
     from mlflow import MlflowClient
 
     from pipelines.training.chaos import register_faulty_version
 
+    # the demo's own process: MLflow's progress bars and run links would drown the steps
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
     model = trained["model_name"]
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     saved = client.get_run(trained["run_id"]).data.tags["data.training_set"]
