@@ -105,13 +105,18 @@ def test_challenger_loads_in_a_fresh_process_and_predicts_the_same(
                                    atol=1e-6, rtol=0)  # fmt: skip
 
 
-def test_killed_worker_resumes_from_checkpoint_in_the_same_run(
+def test_killed_worker_resumes_and_the_gate_refuses_shuffled_labels(
     first: dict, client, platform: Platform, tmp_path: Path
 ) -> None:
+    """One job, two independent checks (a training job is the suite's costliest step):
+    rank 1 kills itself in epoch 1 and the run resumes from the epoch-0 checkpoint;
+    the labels are shuffled, so the gate must refuse the model and move no alias."""
     experiment = client.get_experiment_by_name(MODEL).experiment_id
     before = len(client.search_runs([experiment]))
+    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    challenger = client.get_model_version_by_alias(MODEL, "challenger").version
     result, logs = _train(platform, tmp_path, fault_injection={"rank": 1, "epoch": 1},
-                          **_reused(client, first))  # fmt: skip
+                          shuffle_labels=True, **_reused(client, first))  # fmt: skip
     storage = Path(client.get_run(result["run_id"]).data.tags["data.training_set"]).parent
     assert (storage / "fault-injected").exists()  # the worker really died
     assert "resumed from the checkpoint of epoch 0" in logs
@@ -121,13 +126,6 @@ def test_killed_worker_resumes_from_checkpoint_in_the_same_run(
         steps = [m.step for m in client.get_metric_history(result["run_id"], key)]
         assert sorted(steps) == list(range(EPOCHS)), f"{key} steps {steps}"
 
-
-def test_gate_refuses_a_model_trained_on_shuffled_labels(
-    first: dict, client, platform: Platform, tmp_path: Path
-) -> None:
-    champion = client.get_model_version_by_alias(MODEL, "champion").version
-    challenger = client.get_model_version_by_alias(MODEL, "challenger").version
-    result, _ = _train(platform, tmp_path, shuffle_labels=True, **_reused(client, first))
     tags = client.get_run(result["run_id"]).data.tags
     first_tags = client.get_run(first["run_id"]).data.tags
     assert tags["data.fingerprint"] == first_tags["data.fingerprint"]  # same rows
