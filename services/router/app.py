@@ -38,7 +38,7 @@ __all__ = ["AppArgs", "Router", "bucket", "build_app", "controller_name"]
 
 log = logging.getLogger("ray.serve")
 CONTROLLER_NAMESPACE = "shipyard"
-_LATENCY_SAMPLES = 5000  # per variant per report; beyond it a uniform subsample
+_LATENCY_SAMPLES = 5000  # per variant per report (one second); later ones are counted, not timed
 
 
 class AppArgs(BaseModel):
