@@ -126,21 +126,24 @@ class LocalBackend:
     def spec(self) -> dict[str, Any]:
         return {"kind": self.kind, "dashboard": self.dashboard, "state_dir": str(self.state_dir)}
 
-    def _details(self) -> dict[str, Any]:
+    def _call(self, method: str, refused: str, **kwargs: Any) -> Any:
+        """One request to Serve's REST API; unreachable and non-200 are clear errors."""
         import requests
 
         try:
-            resp = requests.get(self.dashboard + SERVE_PATH, timeout=self.timeout)
+            resp = requests.request(method, self.dashboard + SERVE_PATH, timeout=self.timeout,
+                                    **kwargs)  # fmt: skip
         except requests.RequestException as exc:
             raise ServeBackendError(
                 f"cannot reach Serve's REST API at {self.dashboard}: {type(exc).__name__}",
                 hint="start the local platform with `shipyard up`",
             ) from None
         if resp.status_code != 200:
-            raise ServeBackendError(
-                f"Serve's REST API answered {resp.status_code}: {resp.text[:300]}"
-            )
-        return resp.json()
+            raise ServeBackendError(f"{refused} ({resp.status_code}): {resp.text[:500]}")
+        return resp
+
+    def _details(self) -> dict[str, Any]:
+        return self._call("GET", "Serve's REST API failed").json()
 
     def read_config(self) -> dict[str, Any]:
         details = self._details()
@@ -156,19 +159,7 @@ class LocalBackend:
         }
 
     def write_config(self, config: dict[str, Any]) -> None:
-        import requests
-
-        try:
-            resp = requests.put(self.dashboard + SERVE_PATH, json=config, timeout=self.timeout)
-        except requests.RequestException as exc:
-            raise ServeBackendError(
-                f"cannot reach Serve's REST API at {self.dashboard}: {type(exc).__name__}",
-                hint="start the local platform with `shipyard up`",
-            ) from None
-        if resp.status_code != 200:
-            raise ServeBackendError(
-                f"Serve refused the config ({resp.status_code}): {resp.text[:500]}"
-            )
+        self._call("PUT", "Serve refused the config", json=config)
 
     def app_status(self, app: str) -> AppStatus | None:
         details = self._details()

@@ -12,7 +12,14 @@ import math
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from pipelines.features.validate import CATEGORIES, CURRENCIES, MAX_AMOUNT
 
@@ -57,18 +64,14 @@ class Transaction(BaseModel):
             raise ValueError("must be a finite number")
         return value
 
-    @field_validator("currency")
+    @field_validator("currency", "category")
     @classmethod
-    def _currency(cls, value: str) -> str:
-        if value not in CURRENCIES:
-            raise ValueError(f"unknown currency {value!r}; one of {', '.join(sorted(CURRENCIES))}")
-        return value
-
-    @field_validator("category")
-    @classmethod
-    def _category(cls, value: str) -> str:
-        if value not in CATEGORIES:
-            raise ValueError(f"unknown category {value!r}; one of {', '.join(sorted(CATEGORIES))}")
+    def _known(cls, value: str, info: ValidationInfo) -> str:
+        known = CURRENCIES if info.field_name == "currency" else CATEGORIES
+        if value not in known:
+            raise ValueError(
+                f"unknown {info.field_name} {value!r}; one of {', '.join(sorted(known))}"
+            )
         return value
 
     @field_validator("country")
