@@ -23,6 +23,8 @@ import threading
 import time
 from typing import Any
 
+from shipyard.canary import ACTIVE
+
 __all__ = ["MlflowRegistry", "RolloutController", "ensure_controller", "main"]
 
 NAMESPACE = "shipyard"
@@ -109,8 +111,7 @@ class RolloutController:
                     self.rollout.handle(self.rollout.backend.load_command(self.app))
                     self.rollout.tick()
                     self._watch()
-                    busy = self.rollout.status in ("pending", "starting", "progressing",
-                                                   "paused", "promoting", "rolling_back")  # fmt: skip
+                    busy = self.rollout.status in ACTIVE
                     watching = (self.rollout.state.get("watch") or {}).get("enabled")
             except Exception as exc:  # noqa: BLE001 - keep control; record and retry next tick
                 log.exception("rollout tick failed")
@@ -132,9 +133,7 @@ class RolloutController:
     def _watch(self) -> None:
         """Registry-driven mode: a new challenger that passed the gate starts a rollout."""
         watch = self.rollout.state.get("watch") or {}
-        if not watch.get("enabled") or self.rollout.status in ("pending", "starting",
-                                                               "progressing", "paused",
-                                                               "promoting", "rolling_back"):  # fmt: skip
+        if not watch.get("enabled") or self.rollout.status in ACTIVE:
             return
         if time.monotonic() < self.next_watch:
             return

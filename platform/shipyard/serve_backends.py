@@ -248,8 +248,7 @@ class KubernetesBackend:
             raise ServeBackendError(f"cannot patch {self._where()}: {exc}") from None
 
     def read_config(self) -> dict[str, Any]:
-        text = (self.get().get("spec") or {}).get("serveConfigV2") or ""
-        return yaml.safe_load(text) or {}
+        return _serve_config_of(self.get())
 
     def write_config(self, config: dict[str, Any]) -> None:
         self.patch({"spec": {"serveConfigV2": yaml.safe_dump(config, sort_keys=False)}})
@@ -262,7 +261,7 @@ class KubernetesBackend:
             return None
         deps = {name: {"status": d.get("status"), "replicas": None, "message": d.get("message", "")}
                 for name, d in (item.get("serveDeploymentStatuses") or {}).items()}  # fmt: skip
-        config = next((a for a in self.read_config().get("applications", [])
+        config = next((a for a in _serve_config_of(obj).get("applications", [])
                        if a.get("name") == app), None)  # fmt: skip
         return AppStatus(app, item.get("status", "UNKNOWN"), item.get("message", ""), deps, config)
 
@@ -284,6 +283,10 @@ class KubernetesBackend:
 
     def save_command(self, app: str, command: dict[str, Any]) -> None:
         self._annotate(COMMAND_ANNOTATION.format(app=app), command)
+
+
+def _serve_config_of(rayservice: dict[str, Any]) -> dict[str, Any]:
+    return yaml.safe_load((rayservice.get("spec") or {}).get("serveConfigV2") or "") or {}
 
 
 def backend_from_spec(spec: dict[str, Any], api: Any = None) -> ServeBackend:

@@ -21,7 +21,6 @@ from shipyard.serve_backends import (
     KubernetesBackend,
     LocalBackend,
     ServeBackend,
-    ServeBackendError,
     get_app,
     put_app,
     wait_ready,
@@ -272,6 +271,3 @@ def serve_status(settings: Settings) -> list[dict[str, Any]]:
             "rollout": (rollout or {}).get("status"),
         })  # fmt: skip
     return out
-
-
-__all__ += ["ServeBackendError"]

@@ -139,29 +139,21 @@ class Predictor:
         the request's own fields; and, per row, the entities without online features."""
         from pipelines.training.model import FEATURE_INPUTS, to_model_input
 
+        request = pd.DataFrame(txs)[["amount", "timestamp", "category", "country"]]
         if not self.online_features:  # the client sent them: a missing one is NaN
             features = pd.DataFrame([{c: (t.get("features") or {}).get(c) for c in FEATURE_INPUTS}
                                      for t in txs], dtype="float64")  # fmt: skip
-            missing = [["request"] if features.iloc[i].isna().all() else []
-                       for i in range(len(txs))]  # fmt: skip
-            request = pd.DataFrame(txs)[["amount", "timestamp", "category", "country"]]
+            missing = [["request"] if gap else [] for gap in features.isna().all(axis=1)]
             return to_model_input(pd.concat([features, request], axis=1)), missing
         self._open_store()
         rows = [{"customer_id": t["customer_id"], "merchant_id": t["merchant_id"],
                  "amount": float(t["amount"])} for t in txs]  # fmt: skip
         online = self._store.get_online_features(features=self._features, entity_rows=rows)
         features = pd.DataFrame(online.to_dict())
-        missing = []
-        for i in range(len(txs)):
-            gaps = []
-            if all(features[c].iloc[i] is None or pd.isna(features[c].iloc[i])
-                   for c in CUSTOMER_FEATURES if c in features):  # fmt: skip
-                gaps.append("customer")
-            if all(features[c].iloc[i] is None or pd.isna(features[c].iloc[i])
-                   for c in MERCHANT_FEATURES if c in features):  # fmt: skip
-                gaps.append("merchant")
-            missing.append(gaps)
-        request = pd.DataFrame(txs)[["amount", "timestamp", "category", "country"]]
+        customer = features[[c for c in CUSTOMER_FEATURES if c in features]].isna().all(axis=1)
+        merchant = features[[c for c in MERCHANT_FEATURES if c in features]].isna().all(axis=1)
+        missing = [[name for name, gap in (("customer", c), ("merchant", m)) if gap]
+                   for c, m in zip(customer, merchant, strict=True)]  # fmt: skip
         frame = pd.concat([features.drop(columns=["amount"], errors="ignore"), request], axis=1)
         return to_model_input(frame), missing
 

@@ -18,6 +18,7 @@ controller (a named Ray actor) when one runs.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
@@ -170,8 +171,6 @@ class Router:
             txs, batch = parse_predict_body(await request.body(), self.online_features)
         except RequestError as exc:
             return JSONResponse(exc.body, status_code=exc.status)
-        import asyncio
-
         results = await asyncio.gather(*(self._one(tx.payload()) for tx in txs))
         if not batch:
             result = results[0]
