@@ -73,14 +73,9 @@ TARGETS = {
 
 # -- the model input, as the predictor builds it from a request (online features off) ----------
 def model_frame(tx: dict[str, Any]) -> Any:
-    import pandas as pd
+    from services.predictor.app import request_model_input
 
-    from pipelines.training.model import FEATURE_INPUTS, to_model_input
-
-    features = pd.DataFrame([{c: (tx.get("features") or {}).get(c) for c in FEATURE_INPUTS}],
-                            dtype="float64")  # fmt: skip
-    request = pd.DataFrame([tx])[["amount", "timestamp", "category", "country"]]
-    return to_model_input(pd.concat([features, request], axis=1))
+    return request_model_input([tx])[0]
 
 
 def _probability(result: Any) -> float:

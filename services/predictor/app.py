@@ -25,7 +25,7 @@ from ray import serve
 from pipelines.features.compute import CUSTOMER_FEATURES, MERCHANT_FEATURES
 from pipelines.features.repo import FEATURE_SERVICE
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "request_model_input"]
 
 log = logging.getLogger("ray.serve")
 
@@ -137,14 +137,11 @@ class Predictor:
     def model_input(self, txs: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[list[str]]]:
         """The pyfunc's input for these transactions: online features from Feast plus
         the request's own fields; and, per row, the entities without online features."""
-        from pipelines.training.model import FEATURE_INPUTS, to_model_input
+        from pipelines.training.model import to_model_input
 
+        if not self.online_features:
+            return request_model_input(txs)
         request = pd.DataFrame(txs)[["amount", "timestamp", "category", "country"]]
-        if not self.online_features:  # the client sent them: a missing one is NaN
-            features = pd.DataFrame([{c: (t.get("features") or {}).get(c) for c in FEATURE_INPUTS}
-                                     for t in txs], dtype="float64")  # fmt: skip
-            missing = [["request"] if gap else [] for gap in features.isna().all(axis=1)]
-            return to_model_input(pd.concat([features, request], axis=1)), missing
         self._open_store()
         rows = [{"customer_id": t["customer_id"], "merchant_id": t["merchant_id"],
                  "amount": float(t["amount"])} for t in txs]  # fmt: skip
@@ -156,6 +153,18 @@ class Predictor:
                    for c, m in zip(customer, merchant, strict=True)]  # fmt: skip
         frame = pd.concat([features.drop(columns=["amount"], errors="ignore"), request], axis=1)
         return to_model_input(frame), missing
+
+
+def request_model_input(txs: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[list[str]]]:
+    """The model input when clients send the features (``online_features`` off): a
+    feature left out is NaN; a row without any is flagged ``request``."""
+    from pipelines.training.model import FEATURE_INPUTS, to_model_input
+
+    features = pd.DataFrame([{c: (t.get("features") or {}).get(c) for c in FEATURE_INPUTS}
+                             for t in txs], dtype="float64")  # fmt: skip
+    missing = [["request"] if gap else [] for gap in features.isna().all(axis=1)]
+    request = pd.DataFrame(txs)[["amount", "timestamp", "category", "country"]]
+    return to_model_input(pd.concat([features, request], axis=1)), missing
 
 
 def _probabilities(model: Any, frame: pd.DataFrame) -> list[float]:

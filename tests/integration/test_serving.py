@@ -5,7 +5,7 @@ One model per module, registered from the session's trained run: version 1 the
 champion, version 2 a healthy new version (the same trained weights, registered
 again, as a retrained model that passed the gate would be), version 3 a planted
 faulty copy that fails on about half the transactions. Traffic is bounded loopback
-load (``tests.serving_support.Load``).
+load (``shipyard.traffic.Load``).
 """
 
 from __future__ import annotations
