@@ -39,17 +39,21 @@ def _app(settings: Settings, model: str) -> dict[str, Any]:
 
 
 def ensure_controller(settings: Settings, model: str, echo: Callable[[str], None]) -> None:
-    """Start the controller actor in the cluster that runs Serve, unless it runs."""
+    """Start the controller actor in the cluster that runs Serve, unless it runs. On
+    Kubernetes that is the RayService's cluster (``serve.dashboard_address``), and the
+    controller reaches MLflow at the in-cluster address (``serve.tracking_uri``)."""
     from shipyard.jobs import resolve_address, submit_job, wait_for_job
 
-    if _controller_alive(resolve_address(settings), model):
+    address = resolve_address(settings, settings.serve.dashboard_address)
+    if _controller_alive(address, model):
         return
     backend = backend_for(settings)
     entry = ["python", "-m", "shipyard.canary_controller", "--app", model,
-             "--backend", json.dumps(backend.spec()), "--tracking-uri", settings.tracking_uri]  # fmt: skip
-    job_id = submit_job(settings, entry, metadata={"shipyard": "canary controller"})
+             "--backend", json.dumps(backend.spec()), "--tracking-uri", settings.serve_tracking_uri]  # fmt: skip
+    job_id = submit_job(settings, entry, address=address,
+                        metadata={"shipyard": "canary controller"})  # fmt: skip
     echo(f"rollout controller for {model}: making sure it runs in the cluster (Ray job {job_id})")
-    wait_for_job(settings, job_id)
+    wait_for_job(settings, job_id, address=address)
 
 
 def _controller_alive(dashboard: str, model: str) -> bool:

@@ -10,9 +10,11 @@ behind the user's back.
 from __future__ import annotations
 
 import copy
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from shipyard.errors import ConfigError
@@ -28,6 +30,7 @@ from shipyard.serve_backends import (
 from shipyard.settings import Settings
 
 __all__ = [
+    "CHART_CONFIG",
     "IMPORT_PATH",
     "Resolved",
     "app_config",
@@ -42,6 +45,8 @@ __all__ = [
 ]
 
 IMPORT_PATH = "services.router.app:build_app"
+# The Serve config the Helm chart ships; its RayService fills in the install's values.
+CHART_CONFIG = Path(__file__).resolve().parents[2] / "deploy/helm/shipyard/files/serve-config.json"
 READY_TIMEOUT_S = 180.0
 
 
@@ -102,9 +107,9 @@ def _predictor(name: str, version: str | None, *, idle: bool) -> dict[str, Any]:
     }
 
 
-def app_config(settings: Settings, model: str, stable_version: str) -> dict[str, Any]:
+def app_config(settings: Settings, model: str, stable_version: str | None) -> dict[str, Any]:
     """The application of one model, serving ``stable_version`` with no canary."""
-    args = {"model": model, "tracking_uri": settings.tracking_uri,
+    args = {"model": model, "tracking_uri": settings.serve_tracking_uri,
             "feature_repo": feature_repo(settings) if settings.serve.online_features else "",
             "online_features": settings.serve.online_features,
             "max_batch_size": settings.serve.max_batch_size,
@@ -154,6 +159,24 @@ def serve_config(settings: Settings, apps: list[dict[str, Any]]) -> dict[str, An
         },  # fmt: skip
         "applications": apps,
     }
+
+
+def chart_config() -> dict[str, Any]:
+    """The Serve config the Helm chart's RayService starts from: this module's config
+    for the cluster profile, with no model loaded yet. The chart sets the model, the
+    stable version, the MLflow URL, the Feast repo path, the port and batching from its
+    values (deploy/helm/shipyard/templates/rayservice.yaml); everything else, such as
+    replica bounds and queue limits, comes from here, so the two cannot drift."""
+    from shipyard.settings import defaults
+
+    settings = defaults(profile="cluster", serve={"backend": "kubernetes",
+                        "tracking_uri": "http://mlflow:5000", "feature_repo": "/etc/shipyard/feast"})  # fmt: skip
+    return serve_config(settings, [app_config(settings, "MODEL", None)])
+
+
+def write_chart_config(path: Path = CHART_CONFIG) -> Path:
+    path.write_text(json.dumps(chart_config(), indent=2, sort_keys=True) + "\n")
+    return path
 
 
 def validate_config(config: dict[str, Any]) -> None:

@@ -18,7 +18,14 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from shipyard.errors import ConfigError
 
-__all__ = ["MlflowSettings", "RaySettings", "ServeSettings", "Settings", "load_settings"]
+__all__ = [
+    "MlflowSettings",
+    "RaySettings",
+    "ServeSettings",
+    "Settings",
+    "defaults",
+    "load_settings",
+]
 
 ENV_PREFIX = "SHIPYARD_"
 
@@ -130,6 +137,22 @@ class ServeSettings(BaseModel):
     )
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)
+    tracking_uri: str | None = Field(
+        default=None,
+        description="the MLflow server as the Serve replicas and the rollout controller "
+        "reach it (in a cluster: http://<release>-mlflow:5000). Unset: mlflow.tracking_uri",
+    )
+    url: str | None = Field(
+        default=None,
+        description="the Serve endpoint as clients reach it (a NodePort, an Ingress). "
+        "Unset: http://<host>:<http_port>",
+    )
+    dashboard_address: str | None = Field(
+        default=None,
+        description="Ray dashboard URL of the cluster that runs Serve, where the rollout "
+        "controller is started (on Kubernetes: the RayService's head). Unset: ray.address, "
+        "or the local cluster",
+    )
 
 
 class Settings(BaseSettings):
@@ -209,13 +232,37 @@ class Settings(BaseSettings):
 
     @property
     def serve_url(self) -> str:
+        if self.serve.url:
+            return self.serve.url.rstrip("/")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.serve.http_port}"
+
+    @property
+    def serve_tracking_uri(self) -> str:
+        """The MLflow server as seen from the cluster that runs Serve."""
+        return (self.serve.tracking_uri or self.tracking_uri).rstrip("/")
 
     @property
     def features_dir(self) -> Path:
         root = self.features.root
         return root.expanduser().resolve() if root else self.data_root / "features"
+
+
+class _Defaults(Settings):
+    """Settings from defaults and arguments only, ignoring SHIPYARD_* variables."""
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings],
+                                   init_settings: PydanticBaseSettingsSource,
+                                   **_: PydanticBaseSettingsSource,
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:  # fmt: skip
+        return (init_settings,)
+
+
+def defaults(**values: Any) -> Settings:
+    """Settings from the defaults and ``values`` alone, whatever the environment says:
+    for artifacts that must not depend on who generates them (the chart's Serve config)."""
+    return _Defaults(**values)
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
