@@ -1,0 +1,183 @@
+"""Contracts between the chart and the code it runs: the Serve config, the Feast repo
+configuration, the RayJob entrypoints, the image's versions, and the canary
+controller's Kubernetes permissions."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import tomllib
+import yaml
+from shipyard import serving
+from shipyard.cli import cli
+from shipyard.serve_backends import KubernetesBackend, get_app, put_app
+from shipyard.settings import defaults
+
+from pipelines.features.store import repo_config
+from pipelines.training.config import load_config
+from tests.helm.conftest import ROOT, one, render
+from tests.k8s_schema import validate_cr
+from tests.unit.test_serving import RecordingCustomObjects
+
+MLFLOW = "http://shipyard-mlflow:5000"
+FEAST_REPO = "/etc/shipyard/feast"
+
+
+def _serve_settings(http_port: int = 8000, max_batch_size: int = 32,
+                    batch_wait_timeout_s: float = 0.005, online_features: bool = True) -> Any:  # fmt: skip
+    return defaults(profile="cluster", serve={
+        "backend": "kubernetes", "tracking_uri": MLFLOW, "feature_repo": FEAST_REPO,
+        "http_port": http_port, "max_batch_size": max_batch_size,
+        "batch_wait_timeout_s": batch_wait_timeout_s, "online_features": online_features})  # fmt: skip
+
+
+def _serve_config_v2(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return yaml.safe_load(one(objects, "RayService")["spec"]["serveConfigV2"])
+
+
+@pytest.mark.parametrize(
+    ("sets", "model", "stable", "settings_kw"),
+    [
+        ({}, "fraud-detector", None, {}),
+        ({"serve.stableVersion": "3"}, "fraud-detector", "3", {}),
+        ({"serve.model": "churn", "serve.httpPort": "9000", "serve.maxBatchSize": "8",
+          "serve.batchWaitTimeoutS": 0.02, "serve.onlineFeatures": "false",
+          "serve.stableVersion": "12"}, "churn", "12",
+         {"http_port": 9000, "max_batch_size": 8, "batch_wait_timeout_s": 0.02,
+          "online_features": False}),
+    ],
+)  # fmt: skip
+def test_serve_config_v2_is_the_local_deploys_config(sets: dict[str, str], model: str,
+                                                     stable: str | None,
+                                                     settings_kw: dict[str, Any]) -> None:  # fmt: skip
+    rendered = _serve_config_v2(render(**sets))
+    settings = _serve_settings(**settings_kw)
+    expected = serving.serve_config(settings, [serving.app_config(settings, model, stable)])
+    assert rendered == expected
+    serving.validate_config(rendered)  # Ray Serve's own ServeDeploySchema
+
+
+def test_the_charts_serve_config_file_is_current() -> None:
+    shipped = json.loads(serving.CHART_CONFIG.read_text())
+    assert shipped == serving.chart_config(), "run `make chart` and commit the file"
+
+
+def test_rollouts_patch_the_rendered_rayservice_within_its_role() -> None:
+    """The canary controller's backend, on the RayService the chart renders: what it
+    sends stays valid for the CRD and Serve, and uses only the verbs the Role grants."""
+    objects = render(**{"serve.stableVersion": "3"})
+    api = RecordingCustomObjects(one(objects, "RayService"))
+    calls: list[str] = []
+    for verb in ("get", "patch"):
+        method = getattr(api, f"{verb}_namespaced_custom_object")
+        setattr(api, f"{verb}_namespaced_custom_object",
+                lambda *a, _m=method, _v=verb, **k: (calls.append(_v), _m(*a, **k))[1])  # fmt: skip
+    backend = KubernetesBackend("shipyard", "shipyard-serve", api=api)
+    app = get_app(backend, "fraud-detector")
+    assert app is not None and serving.rollout_view(app)["stable_version"] == "3"
+    canary = serving.with_rollout(app, canary_version="4", canary_weight=10)
+    put_app(backend, canary, serving.serve_config(_serve_settings(), [canary]))
+    backend.save_state("fraud-detector", {"status": "running", "weight": 10})
+    assert not validate_cr(api.obj)
+    serving.validate_config(yaml.safe_load(api.obj["spec"]["serveConfigV2"]))
+    assert serving.rollout_view(get_app(backend, "fraud-detector") or {})["canary_weight"] == 10
+    role = one(objects, "Role")["rules"][0]
+    assert set(calls) <= set(role["verbs"]) and role["resourceNames"] == [backend.name]
+
+
+def test_feast_config_map_is_the_cluster_profile_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = render()
+    text = one(objects, "ConfigMap", "shipyard-feast")["data"]["feature_store.yaml"]
+    head = one(objects, "RayCluster")["spec"]["headGroupSpec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in head["containers"][0]["env"]}
+    settings = defaults(profile="cluster", data_root=env["SHIPYARD_DATA_ROOT"], features={
+        "project": env["SHIPYARD_FEATURES__PROJECT"],
+        "registry_url": env["SHIPYARD_FEATURES__REGISTRY_URL"],
+        "redis": env["SHIPYARD_FEATURES__REDIS"]})  # fmt: skip
+    assert yaml.safe_load(text) == repo_config(settings)
+    assert "${POSTGRES_PASSWORD}" in text and "${REDIS_PASSWORD}" in text
+    # Feast itself accepts the file, with the passwords the pods get from Secrets.
+    from feast.repo_config import load_repo_config
+
+    monkeypatch.setenv("POSTGRES_PASSWORD", "pw")
+    monkeypatch.setenv("REDIS_PASSWORD", "rpw")
+    path = Path(__file__).parent / "_feature_store.yaml"
+    try:
+        path.write_text(text)
+        config = load_repo_config(path.parent, path)
+    finally:
+        path.unlink(missing_ok=True)
+    assert config.registry.path == "postgresql+psycopg://shipyard:pw@shipyard-postgres:5432/feast"
+    assert config.online_store.connection_string == "shipyard-redis:6379,password=rpw"
+
+
+def _parse_cli(argv: list[str]) -> tuple[click.Command, dict[str, Any]]:
+    """Parse ``shipyard ...`` arguments as the CLI would, without running anything."""
+    assert argv[0] == "shipyard", argv
+    command: click.Command = cli
+    name, args, parent = "shipyard", argv[1:], None
+    while True:
+        ctx = command.make_context(name, list(args), parent=parent)
+        if not isinstance(command, click.Group):
+            return command, ctx.params
+        rest = [*ctx._protected_args, *ctx.args]
+        name, sub, _ = command.resolve_command(ctx, rest)
+        assert sub is not None, f"no command {rest[0]!r}"
+        command, args, parent = sub, rest[1:], ctx
+
+
+def test_rayjob_entrypoints_are_cli_commands_that_accept_their_arguments() -> None:
+    objects = render("ci")
+    jobs = {o["metadata"]["name"]: o for o in objects if o["kind"] == "RayJob"}
+    assert set(jobs) == {"shipyard-features-ci", "shipyard-training-ci"}
+    seen = []
+    for job in jobs.values():
+        for step in job["spec"]["entrypoint"].split(" && "):
+            command, params = _parse_cli(shlex.split(step))
+            seen.append(command.name)
+            if "local" in params:
+                assert params["local"], f"{step}: a RayJob's driver must run the work itself"
+    assert seen == ["generate", "build", "apply", "materialize", "train"]
+    # The training job reads its config from the mounted ConfigMap, and it validates.
+    training = jobs["shipyard-training-ci"]
+    path = re.search(r"--config (\S+)", training["spec"]["entrypoint"]).group(1)
+    head = training["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    mount = next(m for m in head["containers"][0]["volumeMounts"] if m["name"] == "train-config")
+    volume = next(v for v in head["volumes"] if v["name"] == "train-config")
+    assert str(Path(path).parent) == mount["mountPath"]
+    config_map = one(objects, "ConfigMap", volume["configMap"]["name"])
+    text = config_map["data"][Path(path).name]
+    tmp = Path(__file__).parent / "_train.yaml"
+    try:
+        tmp.write_text(text)
+        assert load_config(tmp).workers == 2
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def test_image_versions_match_the_pins() -> None:
+    dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", dockerfile, re.M))
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    ray_pin = next(re.search(r"==(\S+)", d).group(1) for d in pyproject["project"]["dependencies"]
+                   if d.startswith("ray["))  # fmt: skip
+    python = (ROOT / ".python-version").read_text().strip()
+    assert args["RAY_VERSION"] == ray_pin
+    assert args["PYTHON_TAG"] == "py" + python.replace(".", "")
+    assert re.search(r"^FROM rayproject/ray:\$\{RAY_VERSION\}-\$\{PYTHON_TAG\}-\$\{RAY_VARIANT\}$",
+                     dockerfile, re.M)  # fmt: skip
+    values = yaml.safe_load((ROOT / "deploy" / "helm" / "shipyard" / "values.yaml").read_text())
+    assert values["ray"]["version"] == ray_pin
+    for obj in render("ci"):
+        if obj["kind"] in ("RayCluster", "RayJob", "RayService"):
+            cluster = obj["spec"].get("rayClusterConfig") or obj["spec"].get("rayClusterSpec") \
+                or obj["spec"]  # fmt: skip
+            assert cluster["rayVersion"] == ray_pin
+    constraints = (ROOT / "constraints.txt").read_text()
+    assert f"\nray=={ray_pin}\n" in constraints
