@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/pip install --quiet --constraint constraints.txt
 
-.PHONY: install install-test demo test lint down clean
+.PHONY: install install-test demo test lint down clean chart
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: install-test
 
 down:
 	$(BIN)/shipyard down
+
+# The Serve config the Helm chart ships (deploy/helm/shipyard/files/serve-config.json),
+# written from platform/shipyard/serving.py; tests/helm fails when it is stale.
+chart: install
+	$(BIN)/python -c "from shipyard.serving import write_chart_config; print(write_chart_config())"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from shipyard.errors import ShipyardError
+from shipyard.errors import ConfigError, ShipyardError
 from shipyard.settings import Settings, load_settings
 
 
@@ -121,22 +121,53 @@ _address = click.option(
 @click.option("--runtime-env", type=click.Path(), default=None,
               help="YAML/JSON runtime_env file (env_vars, pip, ...)")  # fmt: skip
 @click.option("--submission-id", default=None, help="choose the job id")
+@click.option("--k8s", is_flag=True,
+              help="submit as a KubeRay RayJob on the chart's jobs RayCluster "
+                   "(k8s.namespace, k8s.jobs_cluster) instead of through the Job API")  # fmt: skip
+@click.option("--timeout", type=click.FloatRange(min=1), default=None,
+              help="with --wait: give up after this many seconds")  # fmt: skip
 @_address
 @click.argument("entrypoint", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def job_submit(obj: _Ctx, wait: bool, working_dir: str | None, runtime_env: str | None,
-               submission_id: str | None, address: str | None,
-               entrypoint: tuple[str, ...]) -> None:  # fmt: skip
+               submission_id: str | None, k8s: bool, timeout: float | None,
+               address: str | None, entrypoint: tuple[str, ...]) -> None:  # fmt: skip
     """Submit ENTRYPOINT (after --) as a Ray job and print its id."""
     from shipyard import jobs
 
     env = jobs.load_runtime_env(runtime_env) if runtime_env else None
+    if k8s:
+        _submit_rayjob(obj.settings, list(entrypoint), env, working_dir, submission_id,
+                       wait, timeout, address)  # fmt: skip
+        return
     job_id = jobs.submit_job(obj.settings, list(entrypoint), address=address,
                              working_dir=working_dir, runtime_env=env,
                              submission_id=submission_id)  # fmt: skip
     click.echo(job_id)
     if wait:
         _follow_and_wait(obj.settings, job_id, address)
+
+
+def _submit_rayjob(settings: Settings, entrypoint: list[str], env: dict[str, Any] | None,
+                   working_dir: str | None, name: str | None, wait: bool,
+                   timeout: float | None, address: str | None) -> None:  # fmt: skip
+    from shipyard import rayjobs
+
+    if working_dir:
+        raise ConfigError(
+            "--working-dir cannot be used with --k8s: a RayJob runs the code in the image",
+            hint="drop --k8s to upload a working dir through the Job API, or build it into "
+            "the image (deploy/docker/Dockerfile)",
+        )
+    name = rayjobs.submit(settings, entrypoint, name=name, runtime_env=env)
+    click.echo(name)
+    if not wait:
+        return
+    status = rayjobs.wait(settings, name, timeout=timeout, echo=_say)
+    if address or settings.ray.address:
+        from shipyard import jobs
+
+        click.echo(jobs.job_logs(settings, status.job_id, address=address), nl=False)
 
 
 def _follow_and_wait(settings: Settings, job_id: str, address: str | None) -> Any:
@@ -286,7 +317,8 @@ def features() -> None:
 
 
 _local = click.option("--local", is_flag=True,
-                      help="run in this process on a private Ray instead of as a Ray job")  # fmt: skip
+                      help="run in this process instead of as a Ray job: inside a Ray job or "
+                           "RayJob on its cluster, elsewhere on a private Ray")  # fmt: skip
 
 
 @features.command("build")

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from shipyard.errors import ConfigError
 
 __all__ = [
+    "KubernetesSettings",
     "MlflowSettings",
     "RaySettings",
     "ServeSettings",
@@ -112,6 +113,18 @@ class TrainingSettings(BaseModel):
     )
 
 
+class KubernetesSettings(BaseModel):
+    """Where the Shipyard chart runs, for commands that talk to Kubernetes itself
+    (``shipyard job submit --k8s``). Credentials come from KUBECONFIG or the pod."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    namespace: str = Field(default="shipyard", description="namespace of the Shipyard release")
+    jobs_cluster: str = Field(
+        default="shipyard-jobs", description="the chart's RayCluster that RayJobs run on"
+    )
+
+
 class ServeSettings(BaseModel):
     """Ray Serve: where the HTTP endpoint listens, and which backend changes the
     Serve config (the local cluster's REST API, or the RayService on Kubernetes)."""
@@ -178,6 +191,7 @@ class Settings(BaseSettings):
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    k8s: KubernetesSettings = Field(default_factory=KubernetesSettings)
 
     @model_validator(mode="after")
     def _expand(self) -> Settings:
