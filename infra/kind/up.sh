@@ -16,6 +16,7 @@ SHIPYARD_RELEASE="${SHIPYARD_RELEASE:-shipyard}"
 SHIPYARD_IMAGE="${SHIPYARD_IMAGE:-shipyard/platform:dev}"
 KUBERAY_VERSION="${KUBERAY_VERSION:-1.7.0}"
 SHIPYARD_WAIT_TIMEOUT="${SHIPYARD_WAIT_TIMEOUT:-600s}"
+SHIPYARD_PSS="${SHIPYARD_PSS-restricted}" # Pod Security level the namespace enforces; empty: none
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -44,6 +45,31 @@ else
   IMAGE_REPO="$SHIPYARD_IMAGE"
   IMAGE_TAG=dev
   SHIPYARD_IMAGE="${IMAGE_REPO}:${IMAGE_TAG}"
+fi
+
+# The environment of the shipyard CLI for this cluster (also: up.sh --print-env).
+print_env() {
+  cat <<EOF
+export SHIPYARD_PROFILE=cluster
+export SHIPYARD_MLFLOW__TRACKING_URI=http://127.0.0.1:30500
+export SHIPYARD_RAY__ADDRESS=http://127.0.0.1:30265
+export SHIPYARD_SERVE__BACKEND=kubernetes
+export SHIPYARD_SERVE__NAMESPACE=$NS
+export SHIPYARD_SERVE__RAYSERVICE=${FULLNAME}-serve
+export SHIPYARD_SERVE__URL=http://127.0.0.1:30800
+export SHIPYARD_SERVE__DASHBOARD_ADDRESS=http://127.0.0.1:30266
+export SHIPYARD_SERVE__TRACKING_URI=http://${FULLNAME}-mlflow:5000
+export SHIPYARD_SERVE__FEATURE_REPO=/etc/shipyard/feast
+export SHIPYARD_K8S__NAMESPACE=$NS
+export SHIPYARD_K8S__JOBS_CLUSTER=${FULLNAME}-jobs
+export RAY_AUTH_MODE=token
+export RAY_AUTH_TOKEN="\$(kubectl --context $CONTEXT -n $NS get secret ${FULLNAME}-ray-token -o jsonpath='{.data.auth_token}' | base64 -d)"
+EOF
+}
+
+if [[ "${1:-}" == "--print-env" ]]; then
+  print_env
+  exit 0
 fi
 
 step=0
@@ -142,6 +168,14 @@ helm upgrade --install kuberay-operator kuberay/kuberay-operator \
   --wait --timeout "$SHIPYARD_WAIT_TIMEOUT"
 
 DIAGNOSE=1
+# The namespace enforces the "restricted" Pod Security Standard, so a pod of the chart
+# (or one KubeRay adds) that breaks it is refused at admission, not silently admitted.
+k create namespace "$NS" --dry-run=client -o yaml | k apply -f - >/dev/null
+if [[ -n "$SHIPYARD_PSS" ]]; then
+  k label namespace "$NS" --overwrite \
+    "pod-security.kubernetes.io/enforce=$SHIPYARD_PSS" \
+    "pod-security.kubernetes.io/warn=$SHIPYARD_PSS" >/dev/null
+fi
 say "installing Shipyard (release $SHIPYARD_RELEASE, namespace $NS, image $IMAGE_REPO:$IMAGE_TAG)"
 helm upgrade --install "$SHIPYARD_RELEASE" "$CHART" \
   --kube-context "$CONTEXT" --namespace "$NS" --create-namespace \
@@ -171,18 +205,7 @@ Both Ray clusters use token authentication, with one token (the dashboards ask f
   kubectl --context $CONTEXT -n $NS get secret ${FULLNAME}-ray-token -o jsonpath='{.data.auth_token}' | base64 -d
 
 To use the shipyard CLI against this cluster:
-  export SHIPYARD_PROFILE=cluster
-  export SHIPYARD_MLFLOW__TRACKING_URI=http://127.0.0.1:30500
-  export SHIPYARD_RAY__ADDRESS=http://127.0.0.1:30265
-  export SHIPYARD_SERVE__BACKEND=kubernetes
-  export SHIPYARD_SERVE__NAMESPACE=$NS
-  export SHIPYARD_SERVE__RAYSERVICE=${FULLNAME}-serve
-  export SHIPYARD_SERVE__URL=http://127.0.0.1:30800
-  export SHIPYARD_SERVE__DASHBOARD_ADDRESS=http://127.0.0.1:30266
-  export SHIPYARD_SERVE__TRACKING_URI=http://${FULLNAME}-mlflow:5000
-  export SHIPYARD_SERVE__FEATURE_REPO=/etc/shipyard/feast
-  export RAY_AUTH_MODE=token
-  export RAY_AUTH_TOKEN="\$(kubectl --context $CONTEXT -n $NS get secret ${FULLNAME}-ray-token -o jsonpath='{.data.auth_token}' | base64 -d)"
+$(print_env | sed 's/^/  /')
   kubectl config use-context $CONTEXT   # \`shipyard deploy\` / \`canary\` patch the RayService
 Then: shipyard deploy fraud-detector@champion; shipyard canary status fraud-detector
 End-to-end test: infra/kind/e2e.sh; remove it all: infra/kind/down.sh
