@@ -191,11 +191,20 @@ def test_only_the_serving_pods_may_patch_the_rayservice() -> None:
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "shipyard-serve",
                                     "namespace": "shipyard"}]  # fmt: skip
     assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    objects = render("ci")
     for obj in objects:
         for where, pod, _ in pod_specs(obj):
+            ray = obj["kind"] in RAY_KINDS and "submitter" not in where
             serving = obj["kind"] == "RayService"
-            assert pod.get("automountServiceAccountToken") is serving, where
-            assert pod["serviceAccountName"] == ("shipyard-serve" if serving else "shipyard")
+            head = ray and where.endswith(" head")
+            expected = "shipyard-serve" if serving else ("shipyard-ray" if ray else "shipyard")
+            assert pod["serviceAccountName"] == expected, where
+            # a token only where the API is called: KubeRay's autoscaler sidecar on the
+            # heads, the canary controller anywhere in the serving cluster
+            assert pod.get("automountServiceAccountToken") is (serving or head), where
+    accounts = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ServiceAccount"}
+    assert set(accounts) == {"shipyard", "shipyard-ray", "shipyard-serve"}
+    assert all(a["automountServiceAccountToken"] is False for a in accounts.values())
 
 
 def test_upgrade_strategy_follows_the_gateway_class() -> None:

@@ -245,7 +245,7 @@ livenessProbe:
 
 {{/* The spec of a Ray cluster, shared by the jobs RayCluster, the pipeline RayJobs and
      the RayService: (dict "root" $ "component" "jobs" "head" .Values.ray.head
-     "groups" .Values.ray.workerGroups "serviceAccount" "name" "serve" false
+     "groups" .Values.ray.workerGroups "serviceAccount" "<fullname>-ray" "serve" false
      "autoscale" true) */}}
 {{- define "shipyard.rayClusterSpec" -}}
 {{- $root := .root -}}
@@ -286,7 +286,9 @@ headGroupSpec:
         {{- include "shipyard.componentLabels" (list $root (printf "%s-head" .component)) | nindent 8 }}
     spec:
       serviceAccountName: {{ .serviceAccount }}
-      automountServiceAccountToken: {{ .serve }}
+      # The in-tree autoscaler (a sidecar here) scales the cluster through the
+      # Kubernetes API, with the Role KubeRay binds to this service account.
+      automountServiceAccountToken: {{ or .autoscale .serve }}
       securityContext:
         {{- toYaml $v.podSecurityContext | nindent 8 }}
       {{- with $v.imagePullSecrets }}
@@ -341,6 +343,7 @@ workerGroupSpecs:
           {{- include "shipyard.componentLabels" (list $root (printf "%s-worker" $.component)) | nindent 10 }}
       spec:
         serviceAccountName: {{ $.serviceAccount }}
+        # Workers call the Kubernetes API only when serving (the canary controller).
         automountServiceAccountToken: {{ $.serve }}
         securityContext:
           {{- toYaml $v.podSecurityContext | nindent 10 }}

@@ -10,7 +10,7 @@
 {{- $root := .root -}}
 {{- $v := $root.Values -}}
 {{- $fullname := include "shipyard.fullname" $root -}}
-{{- $spec := include "shipyard.rayClusterSpec" (dict "root" $root "component" (printf "job-%s" .name) "head" $v.ray.head "groups" $v.ray.workerGroups "serviceAccount" $fullname "serve" false "autoscale" true "gcsFt" false) | fromYaml -}}
+{{- $spec := include "shipyard.rayClusterSpec" (dict "root" $root "component" (printf "job-%s" .name) "head" $v.ray.head "groups" $v.ray.workerGroups "serviceAccount" (printf "%s-ray" $fullname) "serve" false "autoscale" true "gcsFt" false) | fromYaml -}}
 {{- if .trainConfig -}}
 {{- $vol := dict "name" "train-config" "configMap" (dict "name" (printf "%s-train-%s" $fullname (include "shipyard.runId" $root))) -}}
 {{- $mount := dict "name" "train-config" "mountPath" "/etc/shipyard/train" "readOnly" true -}}
