@@ -245,3 +245,35 @@ def test_request_features_only_where_the_app_takes_them() -> None:
     with pytest.raises(RequestError, match="invalid") as info:
         parse_predict_body(unknown, online_features=False)
     assert "shoe_size" in info.value.body["fields"][0]["problem"]
+
+
+def test_on_kubernetes_the_controller_starts_in_the_serving_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`canary start` on Kubernetes: the controller job goes to the RayService's head
+    (serve.dashboard_address, not the jobs cluster in ray.address) and reaches MLflow at
+    the in-cluster address; the replicas get the same address in the app's args."""
+    from shipyard import jobs, rollouts
+    from shipyard.settings import defaults
+
+    settings = defaults(profile="cluster", ray={"address": "http://127.0.0.1:30265"},
+                        mlflow={"tracking_uri": "http://127.0.0.1:30500"},
+                        serve={"dashboard_address": "http://127.0.0.1:30266",
+                               "tracking_uri": "http://shipyard-mlflow:5000",
+                               "feature_repo": "/etc/shipyard/feast",
+                               "url": "http://127.0.0.1:30800/"})  # fmt: skip
+    calls: list[tuple[str, Any, Any]] = []
+    monkeypatch.setattr(rollouts, "_controller_alive", lambda address, model: False)
+    monkeypatch.setattr(jobs, "submit_job", lambda s, entry, address=None, metadata=None:
+                        calls.append(("submit", address, entry)) or "raysubmit_1")  # fmt: skip
+    monkeypatch.setattr(jobs, "wait_for_job", lambda s, job_id, address=None:
+                        calls.append(("wait", address, job_id)))  # fmt: skip
+    rollouts.ensure_controller(settings, "fraud-detector", echo=lambda _: None)
+    (_, address, entry), (_, waited_at, _) = calls
+    assert address == waited_at == "http://127.0.0.1:30266"
+    assert entry[entry.index("--tracking-uri") + 1] == "http://shipyard-mlflow:5000"
+    assert json.loads(entry[entry.index("--backend") + 1])["kind"] == "kubernetes"
+    assert settings.serve_url == "http://127.0.0.1:30800"
+    args = app_config(settings, "fraud-detector", "3")["args"]
+    assert args["tracking_uri"] == "http://shipyard-mlflow:5000"
+    assert args["feature_repo"] == "/etc/shipyard/feast"
