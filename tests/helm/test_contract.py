@@ -169,6 +169,9 @@ def test_image_versions_match_the_pins() -> None:
                    if d.startswith("ray["))  # fmt: skip
     python = (ROOT / ".python-version").read_text().strip()
     assert args["RAY_VERSION"] == ray_pin
+    from packaging.specifiers import SpecifierSet
+
+    assert f"{python}.0" in SpecifierSet(pyproject["project"]["requires-python"])
     assert args["PYTHON_TAG"] == "py" + python.replace(".", "")
     assert re.search(r"^FROM rayproject/ray:\$\{RAY_VERSION\}-\$\{PYTHON_TAG\}-\$\{RAY_VARIANT\}$",
                      dockerfile, re.M)  # fmt: skip
