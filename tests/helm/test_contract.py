@@ -184,3 +184,46 @@ def test_image_versions_match_the_pins() -> None:
             assert cluster["rayVersion"] == ray_pin
     constraints = (ROOT / "constraints.txt").read_text()
     assert f"\nray=={ray_pin}\n" in constraints
+
+
+def _merge_with_live(tmp_path: Path, live_text: str, sets: dict[str, str]) -> dict[str, Any]:
+    """The chart's serveConfigV2 helper given a live RayService's config, as on a `helm
+    upgrade` (where `lookup` finds it; `helm template` has no cluster to look in). The
+    chart is copied with one extra template that calls the helper on a fixed text."""
+    import shutil
+
+    from tests.helm.conftest import CHART, run_helm, template_args
+
+    chart = tmp_path / "shipyard"
+    shutil.copytree(CHART, chart)
+    (chart / "live.yaml").write_text(live_text)
+    (chart / "templates" / "zz-live.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: merged}\ndata:\n  config: |\n"
+        '    {{- include "shipyard.serveConfig" (list . (.Files.Get "live.yaml")) | nindent 4 }}\n'
+    )
+    args = template_args([], sets)
+    args[2] = str(chart)
+    done = run_helm(*args, "--show-only", "templates/zz-live.yaml")
+    assert done.returncode == 0, done.stderr
+    return yaml.safe_load(yaml.safe_load(done.stdout)["data"]["config"])
+
+
+def test_an_upgrade_keeps_the_live_rollout_state(tmp_path: Path) -> None:
+    settings = _serve_settings(max_batch_size=8)
+    base = serving.app_config(settings, "fraud-detector", "2")
+    live_app = serving.with_rollout(base, stable_version="5", canary_version="6",
+                                    canary_weight=30)  # fmt: skip
+    other = serving.app_config(settings, "other-model", "1")
+    live = serving.serve_config(settings, [other, live_app])
+    sets = {"serve.maxBatchSize": "8", "serve.stableVersion": "1"}
+    merged = _merge_with_live(tmp_path, yaml.safe_dump(live), sets)
+    app = merged["applications"][0]
+    assert serving.rollout_view(app) == {"stable_version": "5", "canary_version": "6",
+                                         "canary_weight": 30.0}  # fmt: skip
+    assert merged == serving.serve_config(settings, [live_app])  # values + live rollout
+    serving.validate_config(merged)
+    # nothing live for this model, or an unreadable config: the values alone
+    fresh = serving.serve_config(settings, [serving.app_config(settings, "fraud-detector", "1")])
+    for text in (yaml.safe_dump(serving.serve_config(settings, [other])), "applications: [oops",
+                 ""):  # fmt: skip
+        assert _merge_with_live(tmp_path / str(abs(hash(text))), text, sets) == fresh
