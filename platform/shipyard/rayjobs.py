@@ -27,7 +27,8 @@ __all__ = ["RayJobClient", "RayJobStatus", "manifest", "submit", "wait"]
 GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
 # KubeRay's jobDeploymentStatus values after which nothing changes any more.
 DEPLOYMENT_TERMINAL = {"Complete", "Failed", "ValidationFailed"}
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# KubeRay names a RayJob's cluster and Job after it: a DNS-1035 label of at most 47.
+_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,45}[a-z0-9])?$")
 
 
 @dataclass
@@ -126,7 +127,8 @@ def manifest(settings: Settings, entrypoint: Sequence[str] | str, *, name: str,
         raise ConfigError("no entrypoint given", hint="put the command after --")
     if not _NAME.match(name):
         raise ConfigError(f"RayJob name {name!r} is not a valid Kubernetes name",
-                          hint="use lowercase letters, digits and '-', at most 63")  # fmt: skip
+                          hint="start with a letter; lowercase letters, digits and '-', "
+                               "at most 47 (KubeRay's limit)")  # fmt: skip
     spec: dict[str, Any] = {
         "entrypoint": command,
         "jobId": name,

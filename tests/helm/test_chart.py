@@ -175,6 +175,14 @@ def test_network_policies_cover_every_pod() -> None:
                        and all(labels.get(k) == v for k, v in
                                p["spec"]["podSelector"]["matchLabels"].items())]  # fmt: skip
             assert allowed, f"{where}: no policy lets anything reach it"
+    ray_pods = {"app.kubernetes.io/instance": "shipyard", "ray.io/is-ray-node": "yes"}
+    mlflow = one(policies, "NetworkPolicy", "shipyard-mlflow")["spec"]["ingress"]
+    assert any(src.get("podSelector", {}).get("matchLabels") == ray_pods
+               for rule in mlflow for src in rule.get("from", [])), "Ray pods cannot reach MLflow"  # fmt: skip
+    ray = one(policies, "NetworkPolicy", "shipyard-ray")["spec"]["ingress"]
+    operator = next(r for r in ray if any("namespaceSelector" in f and f["namespaceSelector"]
+                                          for f in r.get("from", [])))  # fmt: skip
+    assert {p["port"] for p in operator["ports"]} == {8265, 8000}  # dashboards, proxy health
     postgres = one(policies, "NetworkPolicy", "shipyard-postgres")["spec"]["ingress"]
     assert [p["port"] for p in postgres[0]["ports"]] == [5432]
     assert all("podSelector" in src for src in postgres[0]["from"]), "postgres open to all"
@@ -209,7 +217,15 @@ def test_only_the_serving_pods_may_patch_the_rayservice() -> None:
 
 def test_upgrade_strategy_follows_the_gateway_class() -> None:
     assert one(render(), "RayService")["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
-    incremental = one(render(**{"serve.upgradeStrategy.gatewayClassName": "istio"}), "RayService")
+    incremental = one(
+        render(
+            **{
+                "serve.upgradeStrategy.gatewayClassName": "istio",
+                "serve.upgradeStrategy.operatorFeatureGate": "true",
+            }
+        ),
+        "RayService",
+    )
     strategy = incremental["spec"]["upgradeStrategy"]
     assert strategy["type"] == "NewClusterWithIncrementalUpgrade"
     assert strategy["clusterUpgradeOptions"]["gatewayClassName"] == "istio"
@@ -224,6 +240,9 @@ def test_ray_clusters_authenticate_and_autoscale() -> None:
             or obj["spec"]  # fmt: skip
         assert cluster["authOptions"] == {"mode": "token", "secretName": "shipyard-ray-token"}
         assert cluster["enableInTreeAutoscaling"] is True
+        # KubeRay refuses a head declaring REDIS_PASSWORD when GCS fault tolerance is on
+        head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+        assert "REDIS_PASSWORD" not in {e["name"] for e in head["env"]}
     gcs = one(objects, "RayCluster")["spec"]["gcsFaultToleranceOptions"]
     assert gcs["redisAddress"] == "shipyard-redis:6379"
     assert gcs["redisPassword"]["valueFrom"]["secretKeyRef"]["name"] == "shipyard-redis"
@@ -241,8 +260,13 @@ def test_kind_values_use_the_mapped_node_ports_and_shared_storage() -> None:
     assert ("shipyard-mlflow", 30500) in ports
     assert ("shipyard-jobs-dashboard", 30265) in ports
     assert ("shipyard-serve-dashboard", 30266) in ports
-    serve_svc = one(objects, "RayService")["spec"]["serveService"]["spec"]
+    serve_svc = one(objects, "Service", "shipyard-serve-http")["spec"]
     assert serve_svc["type"] == "NodePort" and serve_svc["ports"][0]["nodePort"] == 30800
+    # the pods KubeRay marks ready to serve (its own serve-svc keeps no nodePort)
+    assert serve_svc["selector"] == {
+        "app.kubernetes.io/instance": "shipyard",
+        "ray.io/serve": "true",
+    }
     volume = one(objects, "PersistentVolume")["spec"]
     assert volume["hostPath"]["path"] == "/var/shipyard"
     assert "ReadWriteMany" in volume["accessModes"]
@@ -287,6 +311,10 @@ def test_external_services_replace_the_chart_ones() -> None:
         ({"mlflw.port": "5000"}, "mlflw"),
         ({"mlflow.artifacts.destination": "ftp://x"}, "/mlflow/artifacts/destination"),
         ({"serve.stableVersion": "v3"}, "/serve/stableVersion"),
+        ({"serve.upgradeStrategy.gatewayClassName": "istio"},
+         "values.serve.upgradeStrategy.gatewayClassName (NewClusterWithIncrementalUpgrade) needs"),
+        ({"jobs.features.enabled": "true", "jobs.runId": "a-very-long-run-id-1",
+          "fullnameOverride": "a-release-name-of-thirty-chars"}, "longer than KubeRay's 47"),
     ],
 )  # fmt: skip
 def test_bad_values_fail_naming_the_path(sets: dict[str, str], message: str) -> None:

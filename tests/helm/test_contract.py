@@ -101,12 +101,12 @@ def test_feast_config_map_is_the_cluster_profile_repo(monkeypatch: pytest.Monkey
         "registry_url": env["SHIPYARD_FEATURES__REGISTRY_URL"],
         "redis": env["SHIPYARD_FEATURES__REDIS"]})  # fmt: skip
     assert yaml.safe_load(text) == repo_config(settings)
-    assert "${POSTGRES_PASSWORD}" in text and "${REDIS_PASSWORD}" in text
+    assert "${POSTGRES_PASSWORD}" in text and "${FEAST_REDIS_PASSWORD}" in text
     # Feast itself accepts the file, with the passwords the pods get from Secrets.
     from feast.repo_config import load_repo_config
 
     monkeypatch.setenv("POSTGRES_PASSWORD", "pw")
-    monkeypatch.setenv("REDIS_PASSWORD", "rpw")
+    monkeypatch.setenv("FEAST_REDIS_PASSWORD", "rpw")
     path = Path(__file__).parent / "_feature_store.yaml"
     try:
         path.write_text(text)

@@ -70,7 +70,8 @@ def test_manifest_is_a_valid_rayjob_on_the_jobs_cluster() -> None:
 
 @pytest.mark.parametrize(("entry", "name", "message"), [
     ([], "ok", "no entrypoint"), (["true"], "Bad_Name", "not a valid Kubernetes name"),
-    (["true"], "x" * 64, "not a valid Kubernetes name")])  # fmt: skip
+    (["true"], "x" * 48, "not a valid Kubernetes name"),
+    (["true"], "1st-run", "not a valid Kubernetes name")])  # fmt: skip
 def test_manifest_refuses_bad_input(entry: list[str], name: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         rayjobs.manifest(SETTINGS, entry, name=name)

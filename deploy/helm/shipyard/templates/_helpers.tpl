@@ -127,6 +127,9 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.serve.upgradeStrategy.gatewayClassName (not .Values.serve.upgradeStrategy.operatorFeatureGate) -}}
+{{- fail "values.serve.upgradeStrategy.gatewayClassName (NewClusterWithIncrementalUpgrade) needs the KubeRay operator's RayServiceIncrementalUpgrade feature gate and the Gateway API; with both in place set values.serve.upgradeStrategy.operatorFeatureGate=true, or leave gatewayClassName empty for NewCluster" -}}
+{{- end -}}
 {{- if and .Values.storage.data.hostPath .Values.storage.data.existingClaim -}}
 {{- fail "values.storage.data.hostPath and values.storage.data.existingClaim exclude each other: pick one" -}}
 {{- end -}}
@@ -149,7 +152,9 @@ app.kubernetes.io/component: {{ index . 1 }}
     secretKeyRef:
       name: {{ include "shipyard.postgresSecret" . }}
       key: {{ .Values.postgres.passwordKey }}
-- name: REDIS_PASSWORD
+# Not REDIS_PASSWORD: KubeRay sets that itself in heads with GCS fault tolerance, and
+# refuses a RayCluster whose head declares it.
+- name: FEAST_REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "shipyard.redisSecret" . }}
@@ -176,7 +181,7 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- printf "postgresql+psycopg://%s:${POSTGRES_PASSWORD}@%s:%s/%s" .Values.postgres.username (include "shipyard.postgresHost" .) (include "shipyard.postgresPort" .) .Values.postgres.feastDatabase -}}
 {{- end -}}
 {{- define "shipyard.redisConnection" -}}
-{{- printf "%s:%s,password=${REDIS_PASSWORD}" (include "shipyard.redisHost" .) (include "shipyard.redisPort" .) -}}
+{{- printf "%s:%s,password=${FEAST_REDIS_PASSWORD}" (include "shipyard.redisHost" .) (include "shipyard.redisPort" .) -}}
 {{- end -}}
 
 {{/* Volumes of Ray pods: the shared data claim, /dev/shm for the object store, the

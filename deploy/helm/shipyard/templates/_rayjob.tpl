@@ -19,10 +19,14 @@
 {{- $c := index $head.containers 0 -}}
 {{- $_ := set $c "volumeMounts" (append $c.volumeMounts $mount) -}}
 {{- end -}}
+{{- $jobName := printf "%s-%s-%s" $fullname .name (include "shipyard.runId" $root) -}}
+{{- if gt (len $jobName) 47 -}}
+{{- fail (printf "RayJob name %q is longer than KubeRay's 47 characters: shorten values.jobs.runId or values.fullnameOverride" $jobName) -}}
+{{- end -}}
 apiVersion: ray.io/v1
 kind: RayJob
 metadata:
-  name: {{ $fullname }}-{{ .name }}-{{ include "shipyard.runId" $root }}
+  name: {{ $jobName }}
   labels:
     {{- include "shipyard.componentLabels" (list $root (printf "job-%s" .name)) | nindent 4 }}
   annotations:
@@ -50,6 +54,18 @@ spec:
         - name: ray-job-submitter
           image: {{ include "shipyard.image" $root }}
           imagePullPolicy: {{ $v.image.pullPolicy }}
+          {{- if $v.ray.auth.enabled }}
+          # the Job API of a token-authenticated cluster (set here, so it names the
+          # chart's token Secret whatever KubeRay would default to)
+          env:
+            - name: RAY_AUTH_MODE
+              value: token
+            - name: RAY_AUTH_TOKEN
+              valueFrom:
+                secretKeyRef:
+                  name: {{ include "shipyard.rayTokenSecret" $root }}
+                  key: auth_token
+          {{- end }}
           resources:
             {{- toYaml $v.jobs.submitterResources | nindent 12 }}
           securityContext:
