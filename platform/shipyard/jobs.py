@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import shlex
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -266,23 +267,44 @@ def _final_logs(settings: Settings, job_id: str, address: str | None, grace: flo
             logs = job_logs(settings, job_id, address=address)
         except JobError:
             return logs
-        if _last_line(logs) or time.monotonic() > deadline:
+        if (_last_line(logs) and not _mid_traceback(logs)) or time.monotonic() > deadline:
             return logs
         time.sleep(0.5)
 
 
+# A worker's log line carries its origin, "(RayTrainWorker pid=123) ...".
+_ORIGIN = re.compile(r"^\([^()]*pid=\d+[^()]*\)\s*")
+
+
+def _scaffolding(line: str) -> bool:
+    """A traceback's header, a frame, or a caret line: not the error itself."""
+    line = _ORIGIN.sub("", line.strip())
+    return line.startswith(("Traceback (most recent call last)", 'File "')) or (
+        bool(line) and not line.strip("^~ ")
+    )
+
+
 def _last_line(logs: str) -> str:
     """The job's own last output line, skipping the job manager's bookkeeping lines
-    (which may land after the entrypoint's output)."""
-    for line in reversed(logs.splitlines()):
-        line = line.strip()
+    (which may land after the entrypoint's output) and a traceback's scaffolding (the
+    error itself is the line that names it)."""
+    for raw in reversed(logs.splitlines()):
+        line = _ORIGIN.sub("", raw.strip())
         if (
-            line
-            and not line.startswith("Running entrypoint for job")
-            and ("job_manager.py" not in line)
+            not line
+            or line.startswith("Running entrypoint for job")
+            or "job_manager.py" in line
+            or _scaffolding(line)
         ):
-            return line
+            continue
+        return raw.strip()
     return ""
+
+
+def _mid_traceback(logs: str) -> bool:
+    """Logs read while a traceback is still arriving end in its scaffolding."""
+    lines = [ln for ln in logs.splitlines() if ln.strip()]
+    return bool(lines) and _scaffolding(lines[-1])
 
 
 def _reason(message: str, logs: str) -> str:

@@ -159,3 +159,24 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_a_failed_jobs_reason_names_the_error_not_a_traceback() -> None:
+    """The last log line shown with a failed job is the error, never a traceback's
+    scaffolding, even when the logs were read while the traceback was arriving."""
+    from shipyard.jobs import _last_line, _mid_traceback, _reason
+
+    logs = (
+        "epoch 1 ...\n"
+        "(RayTrainWorker pid=11626) Traceback (most recent call last):\n"
+        '(RayTrainWorker pid=11626)   File "/x/loop.py", line 3, in train\n'
+        "(RayTrainWorker pid=11626)     ^^^^^^^^\n"
+        "(RayTrainWorker pid=11626) RuntimeError: injected fault on rank 1\n"
+        "(RayTrainWorker pid=11626) Traceback (most recent call last):\n"
+    )
+    assert _last_line(logs) == "(RayTrainWorker pid=11626) RuntimeError: injected fault on rank 1"
+    reason = _reason("Job failed. Last available logs (truncated to 20,000 chars):", logs)
+    assert "Traceback" not in reason and reason.endswith("RuntimeError: injected fault on rank 1")
+    assert _last_line("Traceback (most recent call last):\n") == ""
+    assert _mid_traceback(logs)  # so the CLI waits a little for the error line
+    assert not _mid_traceback(logs.rsplit("(RayTrainWorker pid=11626) Traceback", 1)[0])
