@@ -55,19 +55,9 @@ class RayJobClient:
     @property
     def api(self) -> Any:
         if self._api is None:
-            from kubernetes import client, config
+            from shipyard.serve_backends import custom_objects_api
 
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                try:
-                    config.load_kube_config()
-                except (config.ConfigException, FileNotFoundError) as exc:
-                    raise ClusterUnreachableError(
-                        f"no Kubernetes credentials: {exc}",
-                        hint="point KUBECONFIG (or kubectl's current context) at the cluster",
-                    ) from None
-            self._api = client.CustomObjectsApi()
+            self._api = custom_objects_api(ClusterUnreachableError)
         return self._api
 
     def _fail(self, what: str, exc: Exception) -> Exception:

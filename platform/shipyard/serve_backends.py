@@ -190,6 +190,25 @@ class LocalBackend:
         _write_json(self._path(app, ".command"), command)
 
 
+def custom_objects_api(error: type[ShipyardError]) -> Any:
+    """Kubernetes' CustomObjectsApi with the pod's credentials inside a cluster, else
+    KUBECONFIG's; ``error`` says what is missing when there are none."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        try:
+            config.load_kube_config()
+        except (config.ConfigException, FileNotFoundError) as exc:
+            raise error(
+                f"no Kubernetes credentials: {exc}",
+                hint="run inside the cluster, or point KUBECONFIG (or kubectl's current "
+                "context) at it",
+            ) from None
+    return client.CustomObjectsApi()
+
+
 class KubernetesBackend:
     """A RayService's ``serveConfigV2``, patched through the Kubernetes API."""
 
@@ -206,19 +225,7 @@ class KubernetesBackend:
     @property
     def api(self) -> Any:
         if self._api is None:
-            from kubernetes import client, config
-
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                try:
-                    config.load_kube_config()
-                except (config.ConfigException, FileNotFoundError) as exc:
-                    raise ServeBackendError(
-                        f"no Kubernetes credentials: {exc}",
-                        hint="run inside the cluster, or point KUBECONFIG at it",
-                    ) from None
-            self._api = client.CustomObjectsApi()
+            self._api = custom_objects_api(ServeBackendError)
         return self._api
 
     def _where(self) -> str:
