@@ -294,7 +294,7 @@ def _last_line(logs: str) -> str:
             not line
             or line.startswith("Running entrypoint for job")
             or "job_manager.py" in line
-            or _scaffolding(line)
+            or _scaffolding(raw)
         ):
             continue
         return raw.strip()

@@ -84,7 +84,7 @@ class RayJobClient:
         api = self.api  # credentials first: their error is clear as it is
         try:
             return api.create_namespaced_custom_object(GROUP, VERSION, self.namespace,
-                                                            PLURAL, body)  # fmt: skip
+                                                       PLURAL, body)  # fmt: skip
         except Exception as exc:  # kubernetes.client.ApiException and transport errors
             raise self._fail(f"create RayJob {body['metadata']['name']}", exc) from None
 
@@ -92,7 +92,7 @@ class RayJobClient:
         api = self.api
         try:
             return api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL,
-                                                         name)  # fmt: skip
+                                                    name)  # fmt: skip
         except Exception as exc:
             raise self._fail(f"read RayJob {name}", exc) from None
 
