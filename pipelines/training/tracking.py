@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from shipyard.errors import ShipyardError
+from shipyard.registry import CHALLENGER, CHAMPION, TrackingError, check_server
 
 __all__ = [
     "EpochLogger",
@@ -25,31 +25,6 @@ __all__ = [
     "log_plots",
     "set_aliases",
 ]
-
-CHAMPION, CHALLENGER = "champion", "challenger"
-
-
-class TrackingError(ShipyardError):
-    """The MLflow tracking server is unreachable or refused a request."""
-
-    exit_code = 3
-
-
-def check_server(uri: str, timeout: float = 5.0) -> None:
-    """One clear error when the server does not answer, before any work starts."""
-    import requests
-
-    try:
-        response = requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)
-        response.raise_for_status()
-    except requests.RequestException as exc:
-        reason = type(exc).__name__ if not str(exc) else str(exc).splitlines()[0][:160]
-        raise TrackingError(
-            f"the MLflow tracking server at {uri} is not reachable ({reason})",
-            hint="start the local platform with `shipyard up`, or point mlflow.tracking_uri "
-            "(SHIPYARD_MLFLOW__TRACKING_URI) at a running server",
-        ) from None
-
 
 class EpochLogger:
     """Rank 0's per-epoch metrics, one batch request per epoch, step = epoch."""

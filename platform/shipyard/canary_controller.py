@@ -47,7 +47,7 @@ class MlflowRegistry:
         self.client = MlflowClient(tracking_uri=tracking_uri)
 
     def promoted(self, model: str, version: str) -> str:
-        from pipelines.training.tracking import CHAMPION
+        from shipyard.registry import CHAMPION
 
         self.client.set_registered_model_alias(model, CHAMPION, version)
         self.client.set_model_version_tag(model, version, "canary.result", "promoted")
@@ -61,7 +61,7 @@ class MlflowRegistry:
         """The version the ``challenger`` alias points at, with its tags."""
         from mlflow.exceptions import MlflowException
 
-        from pipelines.training.tracking import CHALLENGER
+        from shipyard.registry import CHALLENGER
 
         try:
             mv = self.client.get_model_version_by_alias(model, CHALLENGER)

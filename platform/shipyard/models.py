@@ -60,7 +60,7 @@ def parse_ref(ref: str) -> ModelRef:
 def _client(settings: Settings) -> Any:
     from mlflow import MlflowClient
 
-    from pipelines.training.tracking import check_server
+    from shipyard.registry import check_server
 
     check_server(settings.tracking_uri)
     return MlflowClient(tracking_uri=settings.tracking_uri)

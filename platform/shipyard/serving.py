@@ -81,7 +81,7 @@ def resolve_version(settings: Settings, ref: str) -> Resolved:
 def feature_repo(settings: Settings) -> str:
     if settings.serve.feature_repo:
         return settings.serve.feature_repo
-    from pipelines.features.store import write_repo
+    from shipyard.feast_repo import write_repo
 
     return str(write_repo(settings))
 

@@ -40,7 +40,7 @@ def train(
     """Train, register and gate a model; returns the job's result (run, version, gate)."""
     from pipelines.features import store
     from pipelines.training.config import load_config
-    from pipelines.training.tracking import check_server
+    from shipyard.registry import check_server
     from pipelines.training.train import JobSpec, git_commit, run
 
     cfg = load_config(config, workers=workers, epochs=epochs, **overrides)
