@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 from shipyard.errors import ConfigError, DataError
 from shipyard.feast_repo import open_store, repo_config, write_repo
 from shipyard.settings import Settings
