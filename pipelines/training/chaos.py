@@ -76,8 +76,13 @@ def register_faulty_version(tracking_uri: str, model: str, source_version: str, 
                 artifacts={"inner": inner},
                 code_paths=[code],
                 pip_requirements=_pip_requirements(),
+                # the same inputs and outputs, so it serves through the same contract
+                signature=mlflow.models.get_model_info(
+                    f"models:/{model}/{source_version}"
+                ).signature,
             )
-    mv = mlflow.register_model(info.model_uri, model, tags={
+    contract = {k: v for k, v in (source.tags or {}).items() if k.startswith("shipyard.")}
+    mv = mlflow.register_model(info.model_uri, model, tags={**contract,
         "chaos.error_share": str(error_share), "chaos.delay_s": str(delay_s),
         "chaos.source_version": source_version, "chaos.run_id": run.info.run_id,
         "source.run_id": source.run_id or "",

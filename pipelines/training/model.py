@@ -29,6 +29,7 @@ __all__ = [
     "FraudPyfunc",
     "Preprocessor",
     "input_columns",
+    "serving_contract",
     "to_model_input",
 ]
 
@@ -53,6 +54,31 @@ _LOG = frozenset(
 
 def input_columns() -> list[str]:
     return [*FEATURE_INPUTS, *REQUEST_INPUTS]
+
+
+def serving_contract() -> dict[str, Any]:
+    """How the platform serves a model on these inputs, registered with each version
+    (``shipyard.contract.register_model``): the feature service joined online by the
+    customer and merchant, the request fields and their domain, sticky per customer."""
+    from pipelines.features.repo import FEATURE_SERVICE
+    from pipelines.features.validate import CATEGORIES, MAX_AMOUNT
+
+    key = {"max_length": 128, "pattern": r"[\w.:-]+"}
+    return {
+        "feature_service": FEATURE_SERVICE,
+        "entity_keys": ["customer_id", "merchant_id"],
+        "online_inputs": list(FEATURE_INPUTS),
+        "sticky_key": "customer_id",
+        "id_field": "transaction_id",
+        "constraints": {
+            "customer_id": key,
+            "merchant_id": key,
+            "amount": {"min": 0, "max": MAX_AMOUNT},
+            "category": {"one_of": sorted(CATEGORIES)},
+            "country": {"pattern": "[A-Z]{2}"},
+            "timestamp": {"format": "date-time"},
+        },
+    }
 
 
 def to_model_input(frame: pd.DataFrame) -> pd.DataFrame:

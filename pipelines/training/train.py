@@ -169,11 +169,12 @@ def _train(spec: JobSpec, cfg: TrainConfig, client: Any, run_id: str, say_: Any)
     import torch
     from mlflow.models import infer_signature
     from ray.train.torch import TorchTrainer
+    from shipyard.contract import register_model
 
     from pipelines.features import store
     from pipelines.training import data, tracking
     from pipelines.training.loop import STATE, train_loop_per_worker
-    from pipelines.training.model import FraudPyfunc, Preprocessor, to_model_input
+    from pipelines.training.model import FraudPyfunc, Preprocessor, serving_contract, to_model_input
 
     began = time.monotonic()
 
@@ -294,12 +295,10 @@ def _train(spec: JobSpec, cfg: TrainConfig, client: Any, run_id: str, say_: Any)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=pyfunc, signature=signature, input_example=example,
             code_paths=[str(pipelines_dir)], pip_requirements=_pip_requirements(),
-            registered_model_name=cfg.model_name,
         )  # fmt: skip
         assert active.info.run_id == run_id
-    version = str(info.registered_model_version)
-    for key, value in lineage.items():
-        client.set_model_version_tag(cfg.model_name, version, key, value)
+    version = register_model(spec.tracking_uri, info.model_uri, cfg.model_name, tags=lineage,
+                             **serving_contract())  # fmt: skip
 
     verdict = tracking.gate(client, cfg.model_name, final["final_val_pr_auc"], val,
                             cfg.gate.pr_auc_floor, cfg.gate.champion_tolerance, _score)  # fmt: skip

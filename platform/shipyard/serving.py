@@ -69,12 +69,17 @@ def resolve_version(settings: Settings, ref: str) -> Resolved:
     """A model reference to an explicit registered version number."""
     from shipyard.models import show
 
+    from shipyard.contract import read_contract
+
     parsed = parse_ref(ref)
     info = show(settings, ref)
     if info.status != "READY":
         raise ModelNotFoundError(
             f"{parsed.name} version {info.version} is {info.status}, not READY"
         )
+    # a version the generic path cannot serve (no signature, inconsistent tags) is
+    # refused here, with the fix, instead of failing in the replicas
+    read_contract(settings.tracking_uri, parsed.name, info.version)
     return Resolved(parsed.name, info.version, ref)
 
 

@@ -1,4 +1,5 @@
-"""The predictor deployment: one registered model version, online features, batching.
+"""The predictor deployment: one registered model version of any pyfunc flavor, its
+online features, batching.
 
 The version a replica serves arrives through ``user_config`` (``{"model_version":
 "3"}``): Ray Serve calls :meth:`Predictor.reconfigure` on running replicas, so moving
@@ -6,32 +7,175 @@ the stable predictor to a new version loads it in place, without a new replica.
 ``null`` unloads (an idle canary). The version is always an explicit number, resolved
 from an alias once, at deploy time.
 
-Each request is one validated transaction (the router checked it). Requests are
-batched with ``@serve.batch``: one Feast online lookup and one forward per batch.
-Entities the online store has never seen get the model's own defaults (the
-imputation learnt in training) and are named in ``features_missing``.
+What the replica does with a request comes from the version's serving contract
+(``shipyard.contract``), never from code of a model: each request is one record the
+router already validated; requests are batched with ``@serve.batch``, and a batch
+makes one Feast online lookup (the contract's feature service, by its entity keys),
+builds the signature's columns as arrays, and runs one ``predict``. Entities the
+online store has never seen get the model's own defaults (its imputation) and are
+named in ``features_missing``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from ray import serve
+from shipyard.contract import ServingContract, read_contract
 
-from pipelines.features.compute import CUSTOMER_FEATURES, MERCHANT_FEATURES
-from pipelines.features.repo import FEATURE_SERVICE
-
-__all__ = ["Predictor", "request_model_input"]
+__all__ = ["Predictor", "model_frame", "named_outputs"]
 
 log = logging.getLogger("ray.serve")
 
 
 class ModelNotLoaded(RuntimeError):
     """This replica holds no model version (an idle canary, or a failed load)."""
+
+
+@dataclass
+class OnlineFeatures:
+    """How one feature service is read for a batch of records."""
+
+    store: Any
+    service: Any
+    entity_keys: list[str]
+    request_fields: list[str]  # request data its on-demand views take
+    groups: dict[str, list[str]] = field(default_factory=dict)  # entity -> its features
+
+    @classmethod
+    def open(cls, repo: str, contract: ServingContract) -> OnlineFeatures:
+        from pathlib import Path
+
+        from shipyard.feast_repo import open_store
+
+        store = open_store(Path(repo))
+        service = store.get_feature_service(contract.feature_service)
+        odfvs = {v.name: v for v in store.list_on_demand_feature_views()}
+        request_fields: set[str] = set()
+        groups: dict[str, list[str]] = {}
+        for projection in service.feature_view_projections:
+            if projection.name in odfvs:
+                for source in odfvs[projection.name].source_request_sources.values():
+                    request_fields |= {f.name for f in source.schema}
+                continue
+            view = store.get_feature_view(projection.name)
+            group = "+".join(view.entities) or projection.name
+            groups.setdefault(group, []).extend(f.name for f in projection.features)
+        available = {c.name for c in contract.inputs} | set(contract.entity_keys)
+        lacking = sorted(request_fields - available)
+        if lacking:
+            raise ValueError(f"feature service {contract.feature_service} needs request "
+                             f"field(s) {', '.join(lacking)} that the model's contract lacks")  # fmt: skip
+        return cls(store, service, list(contract.entity_keys), sorted(request_fields), groups)
+
+    def read(self, rows: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], list[list[str]]]:
+        """Feature columns for the rows, and per row the entities without features."""
+        keys = [*self.entity_keys, *self.request_fields]
+        entity_rows = [{k: r[k] for k in keys} for r in rows]
+        values = self.store.get_online_features(features=self.service,
+                                                entity_rows=entity_rows).to_dict()  # fmt: skip
+        missing: list[list[str]] = [[] for _ in rows]
+        for group, names in self.groups.items():
+            columns = [values[n] for n in names if n in values]
+            for i in range(len(rows)):
+                if columns and all(col[i] is None for col in columns):
+                    missing[i].append(group)
+        return values, missing
+
+
+_NUMPY = {"double": np.float64, "float": np.float32, "long": np.int64, "integer": np.int32}
+
+
+def _column(values: list[Any], type_name: str) -> Any:
+    """One signature column as an array of the signature's type."""
+    if type_name in ("double", "float"):
+        return np.array([np.nan if v is None else v for v in values], dtype=_NUMPY[type_name])
+    if type_name in ("long", "integer"):
+        if any(v is None for v in values):  # integers cannot hold a gap: float, NaN for it
+            return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+        return np.array(values, dtype=_NUMPY[type_name])
+    if type_name == "boolean" and all(v is not None for v in values):
+        return np.array(values, dtype=bool)
+    if type_name == "datetime":
+        return pd.to_datetime(pd.Series(values, dtype="object"))
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
+
+
+def model_frame(contract: ServingContract, rows: list[dict[str, Any]],
+                features: dict[str, list[Any]] | None) -> pd.DataFrame:  # fmt: skip
+    """The pyfunc's input: the signature's columns in its order, from the records and
+    (for the feature service's inputs) the online features."""
+    online = set(contract.online_inputs) if features is not None else set()
+    data = {}
+    for col in contract.inputs:
+        values = features.get(col.name, [None] * len(rows)) if col.name in online else \
+            [r.get(col.name) for r in rows]  # fmt: skip
+        data[col.name] = _column(values, col.type)
+    return pd.DataFrame(data)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (pd.Timestamp,)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def named_outputs(contract: ServingContract, result: Any, rows: int) -> list[dict[str, Any]]:
+    """A pyfunc's answer (DataFrame, Series, array, list or dict of columns) as one
+    dict per row, named by the signature's outputs."""
+    names = [c.name for c in contract.outputs] or ["prediction"]
+    if isinstance(result, pd.DataFrame):
+        columns = {str(c): result[c].tolist() for c in result.columns}
+    elif isinstance(result, pd.Series):
+        columns = {names[0] if len(names) == 1 else str(result.name): result.tolist()}
+    elif isinstance(result, dict):
+        columns = {str(k): list(np.asarray(v).tolist()) for k, v in result.items()}
+    else:
+        array = np.asarray(result)
+        if array.ndim == 2 and array.shape[1] == len(names) and len(names) > 1:
+            columns = {n: array[:, i].tolist() for i, n in enumerate(names)}
+        elif array.ndim == 2 and array.shape[1] == 1 and len(names) == 1:
+            columns = {names[0]: array[:, 0].tolist()}
+        else:
+            columns = {names[0] if len(names) == 1 else "prediction": list(array)}
+    lengths = {len(v) for v in columns.values()}
+    if lengths != {rows}:
+        raise ValueError(f"the model answered {sorted(lengths)} rows for {rows} inputs")
+    return [{k: _plain(v[i]) for k, v in columns.items()} for i in range(rows)]
+
+
+def _client_error(exc: Exception) -> bool:
+    """MLflow's schema enforcement refusing an input is the client's mistake."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code == "INVALID_PARAMETER_VALUE"
+
+
+@dataclass
+class Loaded:
+    version: str
+    model: Any
+    contract: ServingContract
+    online: OnlineFeatures | None
 
 
 @serve.deployment
@@ -52,9 +196,7 @@ class Predictor:
         self.feature_repo = feature_repo
         self.online_features = online_features
         self.version: str | None = None
-        self.model: Any = None
-        self._store: Any = None
-        self._features: Any = None
+        self.loaded: Loaded | None = None
         self.predict_batch.set_max_batch_size(max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
@@ -62,113 +204,92 @@ class Predictor:
     def reconfigure(self, config: dict[str, Any]) -> None:
         version = config.get("model_version")
         version = None if version in (None, "") else str(version)
-        if version == self.version and (version is None or self.model is not None):
+        if version == self.version and (version is None or self.loaded is not None):
             return
+        self.version = version
         if version is None:
-            self.model, self.version = None, None
+            self.loaded = None
             log.info("%s: unloaded", self.variant)
             return
         import mlflow
 
         started = time.perf_counter()
+        contract = read_contract(self.tracking_uri, self.model_name, version)
         mlflow.set_tracking_uri(self.tracking_uri)
         model = mlflow.pyfunc.load_model(f"models:/{self.model_name}/{version}")
-        if self.online_features:
-            self._open_store()
-        self.model, self.version = model, version
+        online = None
+        if self.online_features and contract.feature_service:
+            online = OnlineFeatures.open(self.feature_repo, contract)
+        self.loaded = Loaded(version, model, contract, online)
         log.info("%s: loaded %s version %s in %.1fs", self.variant, self.model_name, version,
                  time.perf_counter() - started)  # fmt: skip
 
-    def _open_store(self) -> None:
-        if self._store is None:
-            from pathlib import Path
-
-            from pipelines.features.store import open_store
-
-            self._store = open_store(Path(self.feature_repo))
-            self._features = self._store.get_feature_service(FEATURE_SERVICE)
-
     def check_health(self) -> None:
         """Serve's replica health check: a replica told to serve a version must hold it."""
-        if self.version is not None and self.model is None:
+        if self.version is not None and self.loaded is None:
             raise ModelNotLoaded(f"{self.variant}: version {self.version} is not loaded")
 
     def info(self) -> dict[str, Any]:
         return {"variant": self.variant, "model": self.model_name, "model_version": self.version,
-                "loaded": self.model is not None}  # fmt: skip
+                "loaded": self.loaded is not None}  # fmt: skip
 
     # -- predictions ---------------------------------------------------------------------------
-    async def predict(self, tx: dict[str, Any]) -> dict[str, Any]:
-        """One transaction → ``{fraud_probability, model_version, features_missing}``, or
-        ``{"error": ...}`` when the model fails on it (the router counts it)."""
-        if self.model is None:
+    async def predict(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One validated record → its named outputs, ``model_version`` and
+        ``features_missing``; or ``{"error", "status"}`` (422 when the model refuses the
+        input, 500 when the model fails on it; the router counts only the latter)."""
+        if self.loaded is None:
             return {"error": f"{self.variant} predictor has no model loaded",
-                    "model_version": self.version}  # fmt: skip
-        return await self.predict_batch(tx)
+                    "model_version": self.version, "status": 503}  # fmt: skip
+        return await self.predict_batch(row)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
-    async def predict_batch(self, txs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self.predict_many, txs)
+    async def predict_batch(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.predict_many, rows)
 
-    def predict_many(self, txs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Features + forward for many transactions; a failing batch is retried row by
+    def predict_many(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Features + one predict for many records; a failing batch is retried row by
         row, so one bad row fails only its own request."""
-        version, model = self.version, self.model
-        frame, missing = self.model_input(txs)
+        loaded = self.loaded
+        if loaded is None:
+            return [{"error": f"{self.variant} predictor has no model loaded",
+                     "model_version": self.version, "status": 503} for _ in rows]  # fmt: skip
+        frame, missing = self.model_input(loaded, rows)
+        version = loaded.version
         try:
-            probs = _probabilities(model, frame)
+            answers: list[Any] = named_outputs(loaded.contract, loaded.model.predict(frame),
+                                               len(rows))  # fmt: skip
         except Exception:  # noqa: BLE001 - isolate the failing rows below
-            probs = []
+            answers = []
             for i in range(len(frame)):
                 try:
-                    probs.append(_probabilities(model, frame.iloc[[i]])[0])
+                    one = loaded.model.predict(frame.iloc[[i]].reset_index(drop=True))
+                    answers.append(named_outputs(loaded.contract, one, 1)[0])
                 except Exception as exc:  # noqa: BLE001 - reported to the router per row
-                    probs.append(exc)
+                    answers.append(exc)
         out = []
-        for p, gaps in zip(probs, missing, strict=True):
-            if isinstance(p, Exception):
-                out.append({"error": f"model version {version} failed: {type(p).__name__}: {p}",
-                            "model_version": version})  # fmt: skip
+        for answer, gaps in zip(answers, missing, strict=True):
+            if isinstance(answer, Exception):
+                client = _client_error(answer)
+                what = (
+                    "the model refused the input" if client else f"model version {version} failed"
+                )
+                out.append({"error": f"{what}: {type(answer).__name__}: {str(answer)[:300]}",
+                            "model_version": version, "status": 422 if client else 500})  # fmt: skip
             else:
-                out.append({"fraud_probability": float(p), "model_version": version,
-                            "features_missing": gaps})  # fmt: skip
+                out.append({**answer, "model_version": version, "features_missing": gaps})
         return out
 
-    def model_input(self, txs: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[list[str]]]:
-        """The pyfunc's input for these transactions: online features from Feast plus
-        the request's own fields; and, per row, the entities without online features."""
-        from pipelines.training.model import to_model_input
-
-        if not self.online_features:
-            return request_model_input(txs)
-        request = pd.DataFrame(txs)[["amount", "timestamp", "category", "country"]]
-        self._open_store()
-        rows = [{"customer_id": t["customer_id"], "merchant_id": t["merchant_id"],
-                 "amount": float(t["amount"])} for t in txs]  # fmt: skip
-        online = self._store.get_online_features(features=self._features, entity_rows=rows)
-        features = pd.DataFrame(online.to_dict())
-        customer = features[[c for c in CUSTOMER_FEATURES if c in features]].isna().all(axis=1)
-        merchant = features[[c for c in MERCHANT_FEATURES if c in features]].isna().all(axis=1)
-        missing = [[name for name, gap in (("customer", c), ("merchant", m)) if gap]
-                   for c, m in zip(customer, merchant, strict=True)]  # fmt: skip
-        frame = pd.concat([features.drop(columns=["amount"], errors="ignore"), request], axis=1)
-        return to_model_input(frame), missing
-
-
-def request_model_input(txs: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[list[str]]]:
-    """The model input when clients send the features (``online_features`` off): a
-    feature left out is NaN; a row without any is flagged ``request``."""
-    from pipelines.training.model import FEATURE_INPUTS, to_model_input
-
-    features = pd.DataFrame([{c: (t.get("features") or {}).get(c) for c in FEATURE_INPUTS}
-                             for t in txs], dtype="float64")  # fmt: skip
-    missing = [["request"] if gap else [] for gap in features.isna().all(axis=1)]
-    request = pd.DataFrame(txs)[["amount", "timestamp", "category", "country"]]
-    return to_model_input(pd.concat([features, request], axis=1)), missing
-
-
-def _probabilities(model: Any, frame: pd.DataFrame) -> list[float]:
-    result = model.predict(frame)
-    if isinstance(result, pd.DataFrame):
-        result = result["fraud_probability"]
-    return [float(x) for x in list(result)]
+    def model_input(self, loaded: Loaded, rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[list[str]]]:  # fmt: skip
+        """The pyfunc's input for these records, and per record the entities (or
+        ``request``) whose features are missing."""
+        contract = loaded.contract
+        if loaded.online is not None:
+            features, missing = loaded.online.read(rows)
+            return model_frame(contract, rows, features), missing
+        frame = model_frame(contract, rows, None)
+        names = [n for n in contract.online_inputs if n in frame]
+        if not names:
+            return frame, [[] for _ in rows]
+        gaps = frame[names].isna().all(axis=1)
+        return frame, [["request"] if gap else [] for gap in gaps]

@@ -8,10 +8,17 @@ never change after the first deploy; what changes during a rollout travels in
 - router:    ``{"canary_weight": 0..100, "stable_version": "3", "canary_version": "4"}``
 - predictor: ``{"model_version": "3"}`` (``null``: no model, the idle canary)
 
+The router knows no model: it reads each version's serving contract from the
+registry (``shipyard.contract``: the signature and ``shipyard.*`` tags) when
+``reconfigure`` names it, validates requests against it, in Shipyard's, MLflow's and
+the Open Inference Protocol's formats (``services.router.formats``), and hands each
+validated record to a predictor.
+
 Ray Serve has no traffic split between deployments, so the router owns it (kept
-small): a customer's bucket is a hash of ``customer_id`` in [0, 100); buckets below
-the canary weight go to the canary. Raising the weight only adds buckets, so a
-customer stays on one version as a rollout advances. The router counts requests,
+small): a record's bucket is a hash of the contract's sticky key (a customer, a
+user) in [0, 100); buckets below the canary weight go to the canary. Raising the
+weight only adds buckets, so a key stays on one version as a rollout advances. A
+model without a sticky key is split per request. The router counts requests,
 errors and latencies per variant and pushes them every second to the rollout
 controller (a named Ray actor) when one runs.
 """
@@ -20,7 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
+import math
+import random
 import threading
 import time
 from typing import Any
@@ -29,11 +39,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
+from shipyard.contract import read_contract
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 
 from services.predictor.app import Predictor
-from services.router.schema import RequestError, parse_predict_body
+from services.router.formats import (
+    mlflow_records,
+    oip_metadata,
+    oip_records,
+    oip_response,
+    predict_records,
+)
+from services.router.schema import MAX_BODY_BYTES, RequestError, RequestSchema, parse_json
 
 __all__ = ["AppArgs", "Router", "bucket", "build_app", "controller_name"]
 
@@ -95,14 +113,16 @@ class _Window:
 @serve.deployment
 class Router:
     def __init__(self, stable: DeploymentHandle, canary: DeploymentHandle, model: str,
-                 online_features: bool = True) -> None:  # fmt: skip
+                 tracking_uri: str = "", online_features: bool = True) -> None:  # fmt: skip
         self.handles = {"stable": stable, "canary": canary}
         self.model = model
+        self.tracking_uri = tracking_uri
         self.online_features = online_features
         self.app = serve.get_replica_context().app_name
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.weight = 0.0
         self.versions: dict[str, str | None] = {"stable": None, "canary": None}
+        self.schemas: dict[str, RequestSchema] = {}  # by model version
         self.window = _Window()
         self._stop = threading.Event()
         threading.Thread(target=self._report_loop, name="canary-metrics", daemon=True).start()
@@ -111,37 +131,61 @@ class Router:
         weight = float(config.get("canary_weight", 0) or 0)
         if not 0 <= weight <= 100:
             raise ValueError(f"canary_weight must be within 0..100, got {weight}")
-        self.weight = weight
-        self.versions = {"stable": config.get("stable_version"),
-                         "canary": config.get("canary_version")}  # fmt: skip
+        versions = {"stable": config.get("stable_version"), "canary": config.get("canary_version")}
+        versions = {k: None if v in (None, "") else str(v) for k, v in versions.items()}
+        for version in versions.values():  # each version's contract, read once
+            if version is not None and version not in self.schemas:
+                contract = read_contract(self.tracking_uri, self.model, version)
+                self.schemas[version] = RequestSchema(contract, self.online_features)
+        self.weight, self.versions = weight, versions
         log.info("router: canary weight %.1f%%, versions %s", self.weight, self.versions)
 
-    def variant_for(self, customer_id: str) -> str:
+    def schema(self, variant: str = "stable") -> RequestSchema | None:
+        version = self.versions[variant]
+        return self.schemas.get(version) if version is not None else None
+
+    def variant_for(self, record: Any) -> str:
+        """Sticky by the contract's key when the record has it, else per request."""
         if self.weight <= 0 or self.versions["canary"] is None:
             return "stable"
-        return "canary" if bucket(customer_id) < self.weight else "stable"
+        stable = self.schema()
+        key = stable.contract.sticky_key if stable is not None else None
+        value = record.get(key) if key and isinstance(record, dict) else None
+        if value is None or isinstance(value, (dict, list)):
+            return "canary" if random.random() * 100 < self.weight else "stable"
+        return "canary" if bucket(str(value)) < self.weight else "stable"
 
     # -- HTTP ----------------------------------------------------------------------------------
-    async def __call__(self, request: Request) -> JSONResponse:
+    async def __call__(self, request: Request) -> Response:
         path = request.url.path.rstrip("/")
         prefix = request.scope.get("root_path", "").rstrip("/")
         path = path[len(prefix) :] if prefix and path.startswith(prefix) else path
-        if path == "/predict":
-            if request.method != "POST":
-                return _error(405, "use POST /predict with a JSON transaction")
-            return await self._predict(request)
-        if request.method != "GET":
-            return _error(405, f"{request.method} is not allowed on {path or '/'}")
-        if path == "/healthz":
-            return await self._health()
-        if path == "":
-            return JSONResponse(self.describe())
-        return _error(404, f"no route {path}; use POST /predict, GET /healthz or GET /")
+        method = request.method
+        v2 = f"/v2/models/{self.model}"
+        try:
+            if path in ("/predict", "/invocations", f"{v2}/infer"):
+                if method != "POST":
+                    return _error(405, f"use POST {path} with a JSON body")
+                return await self._post(path, request)
+            if method != "GET":
+                return _error(405, f"{method} is not allowed on {path or '/'}")
+            if path in ("/healthz", "/ping", f"{v2}/ready"):
+                return await self._health(oip=path.endswith("/ready"))
+            if path == v2:
+                return self._metadata()
+            if path == "":
+                return _json(self.describe())
+        except RequestError as exc:
+            return _json(exc.body, exc.status)
+        return _error(404, f"no route {path}; use POST /predict, POST /invocations, "
+                           f"POST {v2}/infer, GET {v2}, GET /healthz or GET /")  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         weights = {"stable": 100.0 - self.weight, "canary": self.weight}
         if self.versions["canary"] is None:
             weights = {"stable": 100.0, "canary": 0.0}
+        stable = self.schema()
+        sticky = stable.contract.sticky_key if stable is not None else None
         return {
             "model": self.model,
             "application": self.app,
@@ -149,54 +193,108 @@ class Router:
                 v: {"model_version": self.versions[v], "weight_percent": weights[v]}
                 for v in ("stable", "canary")
             },  # fmt: skip
-            "split": "sticky per customer_id",
-            "features": "Feast online store" if self.online_features else "from the request",
+            "split": f"sticky per {sticky}" if sticky else "per request",
+            "features": (
+                f"Feast online store ({stable.contract.feature_service})"
+                if stable is not None and stable.online
+                else "from the request"
+            ),  # fmt: skip
+            "request_fields": stable.describe() if stable is not None else [],
+            "outputs": [name for name, _ in self._outputs()],
             "replica": self.replica,
             "served_by_this_replica": self.window.totals,
         }
 
-    async def _health(self) -> JSONResponse:
+    def _outputs(self) -> list[tuple[str, str]]:
+        stable = self.schema()
+        return [(c.name, c.type) for c in stable.contract.outputs] if stable is not None else []
+
+    def _metadata(self) -> Response:
+        stable = self.schema()
+        if stable is None:
+            raise RequestError(503, f"{self.model} has no model version loaded yet; retry shortly")
+        versions = [v for v in (self.versions["stable"], self.versions["canary"]) if v]
+        return _json(oip_metadata(self.model, versions, stable.describe(), self._outputs()))
+
+    async def _health(self, oip: bool = False) -> Response:
         try:
             info = await self.handles["stable"].info.remote()
         except Exception as exc:  # noqa: BLE001 - readiness reports it
-            return JSONResponse({"status": "not ready", "reason": str(exc)[:300]}, status_code=503)
+            return _json({"status": "not ready", "ready": False, "reason": str(exc)[:300]}, 503)
         if not info["loaded"]:
-            return JSONResponse({"status": "not ready", "reason": "stable has no model loaded",
-                                 **info}, status_code=503)  # fmt: skip
-        return JSONResponse({"status": "ready", "model": self.model,
-                             "stable_version": info["model_version"]})  # fmt: skip
+            return _json({"status": "not ready", "ready": False,
+                          "reason": "stable has no model loaded", **info}, 503)  # fmt: skip
+        if oip:
+            return _json({"name": self.model, "ready": True})
+        return _json({"status": "ready", "model": self.model,
+                      "stable_version": info["model_version"]})  # fmt: skip
 
-    async def _predict(self, request: Request) -> JSONResponse:
-        try:
-            txs, batch = parse_predict_body(await request.body(), self.online_features)
-        except RequestError as exc:
-            return JSONResponse(exc.body, status_code=exc.status)
-        results = await asyncio.gather(*(self._one(tx.payload()) for tx in txs))
-        if not batch:
-            result = results[0]
-            if "error" in result:
-                status = 503 if result.pop("overloaded", False) else 500
-                return JSONResponse(result, status_code=status)
-            return JSONResponse(result)
-        failed = sum("error" in r for r in results)
-        for r in results:
-            r.pop("overloaded", None)
-        return JSONResponse({"predictions": results, "count": len(results), "failed": failed})
+    async def _post(self, path: str, request: Request) -> Response:
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            raise RequestError(
+                413, f"the body has {int(length):,} bytes; at most {MAX_BODY_BYTES:,}"
+            )
+        if request.headers.get("content-type", "").startswith("text/csv"):
+            raise RequestError(415, "send JSON (Content-Type: application/json); CSV is not taken")
+        body = parse_json(await request.body())
+        if path == "/predict":
+            records, single, name = predict_records(body)
+            results = await self._predict(records, name)
+            if single:
+                return _json(results[0], results[0].pop("status", 200))
+            failed = sum("error" in r for r in results)
+            for r in results:
+                r.pop("status", None)
+            return _json({"predictions": results, "count": len(results), "failed": failed})
+        if path == "/invocations":
+            records, name = mlflow_records(body)
+            results = await self._predict(records, name)
+            return _all_or_error(results, lambda: {"predictions": results})
+        stable = self.schema()
+        if stable is None:
+            raise RequestError(503, f"{self.model} has no model version loaded yet; retry shortly")
+        types = {f.name: f.type for f in stable.fields}
+        records, wanted, request_id = oip_records(body, types)
+        results = await self._predict(records, lambda i: f"#{i}#", oip=True)
+        return _all_or_error(results, lambda: oip_response(self.model, results, self._outputs(),
+                                                           wanted, request_id))  # fmt: skip
 
-    async def _one(self, tx: dict[str, Any]) -> dict[str, Any]:
-        variant = self.variant_for(tx["customer_id"])
+    async def _predict(self, records: list[Any], name: Any, oip: bool = False) -> list[dict]:
+        """Route, validate (each record against its variant's contract) and predict."""
+        if self.schema() is None:
+            raise RequestError(503, f"{self.model} has no model version loaded yet; retry shortly")
+        variants = [self.variant_for(r) for r in records]
+        rows, errors = [], []
+        for i, (record, variant) in enumerate(zip(records, variants, strict=True)):
+            row, problems = self.schema(variant).validate(record, name(i))  # type: ignore[union-attr]
+            rows.append(row)
+            errors += problems
+        if errors:
+            if oip:  # "#i#field" -> "inputs[field][i]"
+                for e in errors:
+                    i, _, field = e["field"][1:].partition("#")
+                    e["field"] = f"inputs[{field}][{i}]" if field else f"inputs[{i}]"
+            raise RequestError(422, "invalid request fields", errors)
+        return list(await asyncio.gather(*(self._one(row, v)
+                                            for row, v in zip(rows, variants, strict=True))))  # fmt: skip
+
+    async def _one(self, row: dict[str, Any], variant: str) -> dict[str, Any]:
         started = time.perf_counter()
         try:
-            result = await self.handles[variant].predict.remote(tx)
+            result = await self.handles[variant].predict.remote(row)
         except BackPressureError:
-            result = {"error": "the model is overloaded; retry later", "overloaded": True}
+            result = {"error": "the model is overloaded; retry later", "status": 503}
         except Exception as exc:  # noqa: BLE001 - a replica died: the client gets a 500
-            result = {"error": f"{variant} predictor failed: {type(exc).__name__}"}
+            result = {"error": f"{variant} predictor failed: {type(exc).__name__}", "status": 500}
         latency = (time.perf_counter() - started) * 1000
-        ok = "error" not in result
-        if not result.get("overloaded"):
-            self.window.record(variant, ok, latency)
-        return {"transaction_id": tx["transaction_id"], **result, "variant": variant}
+        status = result.get("status", 200)
+        if status != 503:  # a client's mistake (422) is not the model's error
+            self.window.record(variant, status < 500, latency)
+        id_field = self.schemas[self.versions["stable"] or ""].contract.id_field \
+            if self.versions["stable"] in self.schemas else None  # fmt: skip
+        head = {id_field: row.get(id_field)} if id_field else {}
+        return {**head, **result, "variant": variant}
 
     # -- metrics to the rollout controller -----------------------------------------------------
     def _report_loop(self) -> None:
@@ -229,8 +327,54 @@ class Router:
         self._stop.set()
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+class _Json(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        try:
+            text = json.dumps(content, ensure_ascii=True, allow_nan=False, default=_plain)
+        except ValueError:  # a non-finite number in an answer: null, as JSON has no NaN
+            text = json.dumps(_finite(content), ensure_ascii=True, default=_plain)
+        return text.encode("ascii")
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return _Json(content, status_code=status, headers=headers)
+
+
+def _error(status: int, message: str) -> Response:
+    return _json({"error": message}, status)
+
+
+def _all_or_error(results: list[dict[str, Any]], ok: Any) -> Response:
+    """MLflow and OIP clients take a request whole: any failed record fails it, with
+    the worst status (503 overloaded, then 500, then 422) and every record's answer."""
+    statuses = [r.pop("status", 200) for r in results]
+    failed = [s for s in statuses if s != 200]
+    if not failed:
+        return _json(ok())
+    status = 503 if 503 in failed else 500 if 500 in failed else max(failed)
+    first = next(r for r in results if "error" in r)
+    return _json({"error": f"{len(failed)} of {len(results)} records failed; first: "
+                           f"{first['error']}", "error_code": "BAD_REQUEST" if status < 500
+                  else "INTERNAL_ERROR", "predictions": results}, status)  # fmt: skip
 
 
 def build_app(args: dict[str, Any]) -> Any:
@@ -242,4 +386,6 @@ def build_app(args: dict[str, Any]) -> Any:
               "batch_wait_timeout_s": parsed.batch_wait_timeout_s}  # fmt: skip
     stable = Predictor.options(name="stable").bind(variant="stable", **common)
     canary = Predictor.options(name="canary").bind(variant="canary", **common)
-    return Router.options(name="router").bind(stable, canary, parsed.model, parsed.online_features)
+    return Router.options(name="router").bind(
+        stable, canary, parsed.model, parsed.tracking_uri, parsed.online_features
+    )

@@ -1,32 +1,39 @@
-"""The HTTP contract of ``POST /<model>/predict``: one transaction, or
-``{"transactions": [...]}``; every bad field is named in a 4xx answer.
+"""Requests, validated against a model's serving contract (``shipyard.contract``).
 
-Validation lives here, in the ingress, so a client's mistake never reaches a model
-replica and never becomes a 500.
+A :class:`RequestSchema` is compiled once per model version from its signature and
+tags: which fields a client sends (entity keys, the inputs the feature service does
+not supply, an id to echo), their types, whether they may be null, and the
+workload's constraints. Checking a record is a loop over precompiled fields, a few
+microseconds, so validation never becomes the hot path's cost.
+
+Every bad field is named (``field``, ``problem``, ``value``) in a 4xx answer: a
+client's mistake never reaches a model replica and never becomes a 500. Bodies come
+in the ecosystem's formats (:mod:`services.router.formats`); each is turned into a
+list of records first, then checked here.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
+import re
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-)
+from shipyard.contract import ServingContract
 
-from pipelines.features.validate import CATEGORIES, CURRENCIES, MAX_AMOUNT
+__all__ = ["MAX_BATCH", "MAX_BODY_BYTES", "RequestError", "RequestSchema", "parse_json"]
 
-__all__ = ["MAX_BATCH", "RequestError", "Transaction", "parse_predict_body"]
-
-#: Transactions one request may carry; larger batches are split by the client.
+#: Records one request may carry; larger batches are split by the client.
 MAX_BATCH = 1000
+MAX_BODY_BYTES = 8 * 1024 * 1024
+_MISSING = object()
+_INT_RANGE = {"integer": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_FLOAT32_MAX = 3.4028234663852886e38
+# pandas' nanosecond timestamps cover 1677-09-21 .. 2262-04-11; stay inside whole years
+_YEARS = (1678, 2261)
 
 
 class RequestError(Exception):
@@ -37,137 +44,283 @@ class RequestError(Exception):
         self.status = status
         self.body: dict[str, Any] = {"error": message}
         if fields:
-            self.body["fields"] = fields
+            self.body["fields"] = fields[:100]
+            if len(fields) > 100:
+                self.body["fields_omitted"] = len(fields) - 100
 
 
-class Transaction(BaseModel):
-    """One card transaction as a client sends it."""
-
-    model_config = ConfigDict(extra="ignore", strict=True)
-
-    transaction_id: str = Field(min_length=1, max_length=128)
-    customer_id: str = Field(min_length=1, max_length=128)
-    merchant_id: str = Field(min_length=1, max_length=128)
-    amount: float = Field(ge=0, le=MAX_AMOUNT)
-    currency: str
-    category: str
-    country: str = Field(min_length=2, max_length=2)
-    # ISO 8601; a time without a zone is read as UTC
-    timestamp: Annotated[datetime, Field(strict=False)]
-    # only for an application that takes features from the request (online_features off)
-    features: dict[str, Annotated[float, Field(strict=False)] | None] | None = None
-
-    @field_validator("amount")
-    @classmethod
-    def _finite(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        return value
-
-    @field_validator("currency", "category")
-    @classmethod
-    def _known(cls, value: str, info: ValidationInfo) -> str:
-        known = CURRENCIES if info.field_name == "currency" else CATEGORIES
-        if value not in known:
-            raise ValueError(
-                f"unknown {info.field_name} {value!r}; one of {', '.join(sorted(known))}"
-            )
-        return value
-
-    @field_validator("country")
-    @classmethod
-    def _country(cls, value: str) -> str:
-        if not value.isalpha() or not value.isupper():
-            raise ValueError("must be an ISO 3166 alpha-2 code in capitals, e.g. US")
-        return value
-
-    @field_validator("features")
-    @classmethod
-    def _features(cls, value: dict[str, float | None] | None) -> dict[str, float | None] | None:
-        if value is None:
-            return None
-        from pipelines.training.model import FEATURE_INPUTS
-
-        unknown = sorted(set(value) - set(FEATURE_INPUTS))
-        if unknown:
-            raise ValueError(f"unknown feature(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(FEATURE_INPUTS)}")  # fmt: skip
-        return value
-
-    @field_validator("timestamp")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
-
-    def payload(self) -> dict[str, Any]:
-        """What a predictor replica receives (plain JSON types)."""
-        data = self.model_dump()
-        data["timestamp"] = self.timestamp.astimezone(timezone.utc).isoformat()
-        return data
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number; send a finite number or null")
 
 
-def _field_errors(exc: ValidationError, prefix: str = "") -> list[dict[str, Any]]:
-    out = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "missing":
-            msg = "is required"
-        entry: dict[str, Any] = {"field": f"{prefix}{loc}", "problem": msg}
-        if err["type"] != "missing":
-            entry["value"] = err.get("input")
-        out.append(entry)
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range for a JSON number")
+    return value
+
+
+def parse_json(raw: bytes) -> Any:
+    """The body as JSON: 413 when too large, 400 when it is not strict JSON (NaN,
+    Infinity and numbers that overflow a double are not JSON numbers)."""
+    if len(raw) > MAX_BODY_BYTES:
+        raise RequestError(413, f"the body has {len(raw):,} bytes; at most {MAX_BODY_BYTES:,}")
+    if not raw.strip():
+        raise RequestError(400, "the body is empty; send a JSON object")
+    try:
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise RequestError(400, "the body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, our number checks
+        raise RequestError(400, f"the body is not valid JSON: {str(exc)[:200]}") from None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else type(value).__name__
+
+
+def _echo(value: Any) -> Any:
+    """The offending value as the error shows it: scalars as sent (long strings cut)."""
+    if isinstance(value, str):
+        return value if len(value) <= 200 else value[:200] + "..."
+    if isinstance(value, (list, dict)):
+        return f"<{_kind(value)[3:] if _kind(value).startswith('an ') else _kind(value)}>"
+    return value
+
+
+def parse_datetime(value: str) -> datetime:
+    """An ISO 8601 string as an aware UTC datetime; a time without a zone is UTC."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(text)  # ValueError on anything else
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    parsed = parsed.astimezone(timezone.utc)
+    if not _YEARS[0] <= parsed.year <= _YEARS[1]:
+        raise ValueError(f"year {parsed.year} is outside {_YEARS[0]}..{_YEARS[1]}")
+    return parsed
+
+
+Check = Callable[[Any], Any]  # returns the converted value, raises ValueError(problem)
+
+
+def _type_check(type_name: str) -> Check:
+    if type_name in ("double", "float"):
+
+        def number(value: Any) -> float:
+            if type(value) not in (int, float):
+                raise ValueError(f"must be a number, got {_kind(value)}")
+            try:
+                out = float(value)
+            except OverflowError:
+                raise ValueError("is out of range for a number") from None
+            if type_name == "float" and abs(out) > _FLOAT32_MAX:
+                raise ValueError("is out of range for a 32-bit float")
+            return out
+
+        return number
+    if type_name in ("long", "integer"):
+        low, high = _INT_RANGE[type_name]
+
+        def integer(value: Any) -> int:
+            if type(value) is float and value.is_integer():
+                value = int(value)
+            if type(value) is not int:
+                raise ValueError(f"must be an integer, got {_kind(value)}")
+            if not low <= value <= high:
+                raise ValueError(f"must be within {low}..{high}")
+            return value
+
+        return integer
+    if type_name == "string":
+
+        def string(value: Any) -> str:
+            if type(value) is not str:
+                raise ValueError(f"must be a string, got {_kind(value)}")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("is not valid UTF-8 text (a lone surrogate escape)") from None
+            return value
+
+        return string
+    if type_name == "boolean":
+
+        def boolean(value: Any) -> bool:
+            if type(value) is not bool:
+                raise ValueError(f"must be true or false, got {_kind(value)}")
+            return value
+
+        return boolean
+    if type_name == "datetime":
+
+        def moment(value: Any) -> datetime:
+            if type(value) is not str:
+                raise ValueError(f"must be an ISO 8601 time string, got {_kind(value)}")
+            try:
+                return parse_datetime(value).replace(tzinfo=None)
+            except ValueError as exc:
+                raise ValueError(
+                    f"must be an ISO 8601 time, e.g. 2026-08-14T10:00:00Z ({exc})"
+                ) from None
+
+        return moment
+    if type_name == "binary":
+
+        def binary(value: Any) -> bytes:
+            if type(value) is not str:
+                raise ValueError(f"must be a base64 string, got {_kind(value)}")
+            try:
+                return base64.b64decode(value, validate=True)
+            except ValueError:
+                raise ValueError("must be base64 encoded") from None
+
+        return binary
+    return lambda value: value  # "any": whatever JSON value the client sends
+
+
+def _constraint_checks(checks: dict[str, Any]) -> list[Check]:
+    out: list[Check] = []
+    if "format" in checks:  # date-time: canonical UTC string, one format for the model
+
+        def iso(value: Any) -> str:
+            try:
+                moment = parse_datetime(value)
+            except ValueError as exc:
+                raise ValueError(
+                    f"must be an ISO 8601 time, e.g. 2026-08-14T10:00:00Z ({exc})"
+                ) from None
+            return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+        out.append(iso)
+    if "min" in checks or "max" in checks:
+        low, high = checks.get("min"), checks.get("max")
+
+        def bounds(value: Any) -> Any:
+            if low is not None and value < low:
+                raise ValueError(f"must be at least {low}")
+            if high is not None and value > high:
+                raise ValueError(f"must be at most {high}")
+            return value
+
+        out.append(bounds)
+    if "max_length" in checks:
+        limit = int(checks["max_length"])
+
+        def length(value: Any) -> Any:
+            if len(value) > limit:
+                raise ValueError(f"must be at most {limit} characters")
+            return value
+
+        out.append(length)
+    if "pattern" in checks:
+        pattern = re.compile(checks["pattern"])
+
+        def matches(value: Any) -> Any:
+            if not pattern.fullmatch(value):
+                raise ValueError(f"must match {pattern.pattern}")
+            return value
+
+        out.append(matches)
+    if "one_of" in checks:
+        allowed = frozenset(checks["one_of"])
+        listed = ", ".join(sorted(map(str, allowed)))
+
+        def member(value: Any) -> Any:
+            if value not in allowed:
+                raise ValueError(f"unknown value {value!r}; one of {listed}")
+            return value
+
+        out.append(member)
     return out
 
 
-def parse_predict_body(raw: bytes, online_features: bool = True) -> tuple[list[Transaction], bool]:
-    """The transactions of a request body, and whether it was the batch form.
-    With ``online_features`` the model's features come from the online store, and a
-    request that carries its own is refused rather than silently overridden.
+class _Field:
+    __slots__ = ("checks", "name", "required", "type")
 
-    Raises :class:`RequestError` (400 malformed JSON, 413 too many transactions,
-    422 bad fields, every one named as ``field`` or ``transactions[i].field``).
+    def __init__(self, name: str, type_name: str, required: bool, checks: dict[str, Any]):
+        self.name = name
+        self.type = type_name
+        self.required = required
+        self.checks = [_type_check(type_name), *_constraint_checks(checks)]
+
+
+class RequestSchema:
+    """What a client sends for one model version, and how it is checked.
+
+    ``online`` (the application reads features from the online store): the inputs the
+    feature service supplies are not request fields, and a request carrying one is
+    refused rather than silently overridden. Without online features every signature
+    input is a request field; the feature-service ones may be left out (the model's
+    imputation fills them) and a record without any is flagged ``request``.
     """
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RequestError(400, f"the body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise RequestError(
-            400, 'the body must be a JSON object: one transaction, or {"transactions": [...]}'
-        )
-    if "transactions" in body:
-        items = body["transactions"]
-        if not isinstance(items, list) or not items:
-            raise RequestError(422, "transactions must be a non-empty list",
-                               [{"field": "transactions", "problem": "must be a non-empty list"}])  # fmt: skip
-        if len(items) > MAX_BATCH:
-            raise RequestError(
-                413, f"{len(items)} transactions in one request; at most {MAX_BATCH}"
-            )
-        txs, errors = [], []
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                errors.append({"field": f"transactions[{i}]", "problem": "must be an object"})
+
+    def __init__(self, contract: ServingContract, online: bool) -> None:
+        self.contract = contract
+        self.online = online and bool(contract.feature_service)
+        online_inputs = set(contract.online_inputs)
+        constraints = contract.constraints
+        fields: dict[str, _Field] = {}
+        for key in contract.entity_keys if self.online else ():
+            type_name = constraints.get(key, {}).get("type", "string")
+            fields[key] = _Field(key, type_name, True, constraints.get(key, {}))
+        for col in contract.inputs:
+            if col.name in online_inputs and self.online:
+                continue
+            required = col.required and col.name not in online_inputs
+            fields[col.name] = _Field(col.name, col.type, required, constraints.get(col.name, {}))
+        if contract.id_field and contract.id_field not in fields:
+            checks = constraints.get(contract.id_field, {})
+            fields[contract.id_field] = _Field(contract.id_field, "any", False, checks)
+        self.fields = list(fields.values())
+        self.refused = sorted(online_inputs - set(fields)) if self.online else []
+        self.request_features = [] if self.online else [n for n in contract.online_inputs]
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The request fields, as the metadata endpoints list them."""
+        return [{"name": f.name, "type": f.type, "required": f.required} for f in self.fields]
+
+    def validate(self, record: Any, prefix: str = "") -> tuple[dict[str, Any] | None, list[dict]]:
+        """The record's fields converted for the model, or the problems with it."""
+        if not isinstance(record, dict):
+            where = prefix.rstrip(".") or "body"
+            return None, [{"field": where, "problem": f"must be an object, got {_kind(record)}"}]
+        out: dict[str, Any] = {}
+        errors: list[dict[str, Any]] = []
+        for spec in self.fields:
+            value = record.get(spec.name, _MISSING)
+            if value is _MISSING or value is None:
+                if spec.required:
+                    problem = "is required" if value is _MISSING else "must not be null"
+                    errors.append({"field": prefix + spec.name, "problem": problem})
+                else:
+                    out[spec.name] = None
                 continue
             try:
-                txs.append(Transaction.model_validate(item))
-            except ValidationError as exc:
-                errors += _field_errors(exc, f"transactions[{i}].")
-        errors += [{"field": f"transactions[{i}].features", "problem": _ONLINE}
-                   for i, tx in enumerate(txs) if online_features and tx.features is not None]  # fmt: skip
-        if errors:
-            raise RequestError(422, "invalid transaction fields", errors)
-        return txs, True
-    try:
-        tx = Transaction.model_validate(body)
-    except ValidationError as exc:
-        raise RequestError(422, "invalid transaction fields", _field_errors(exc)) from None
-    if online_features and tx.features is not None:
-        raise RequestError(
-            422, "invalid transaction fields", [{"field": "features", "problem": _ONLINE}]
-        )
-    return [tx], False
+                for check in spec.checks:
+                    value = check(value)
+            except ValueError as exc:
+                errors.append({"field": prefix + spec.name, "problem": str(exc),
+                               "value": _echo(value)})  # fmt: skip
+                continue
+            except TypeError:  # a constraint on a field of another type: the workload's
+                errors.append({"field": prefix + spec.name, "problem": "has the wrong type",
+                               "value": _echo(value)})  # fmt: skip
+                continue
+            out[spec.name] = value
+        for name in self.refused:
+            if name in record:
+                errors.append({"field": prefix + name, "problem": _ONLINE})
+        return (None, errors) if errors else (out, [])
 
 
-_ONLINE = "this application reads features from the online store; leave features out"
+_ONLINE = "this model reads it from the online feature store; leave it out"

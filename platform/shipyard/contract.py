@@ -1,0 +1,278 @@
+"""A registered model's serving contract: what the generic serving path needs to
+validate requests, join online features, predict and name the outputs, for any
+model whose flavor loads as an MLflow pyfunc.
+
+The contract is read from the registry, never from Shipyard's code:
+
+- the version's MLflow **signature**: input columns (name, type, required or not)
+  and outputs;
+- a few ``shipyard.*`` **tags** set at registration by :func:`register_model`, the
+  one call every training pipeline uses:
+
+  ================================  =================================================
+  ``shipyard.feature_service``      the Feast feature service joined online (optional)
+  ``shipyard.entity_keys``          request fields that are its entity keys
+  ``shipyard.online_inputs``        signature inputs that the feature service supplies
+  ``shipyard.sticky_key``           the request field a canary split sticks on
+  ``shipyard.id_field``             a request field echoed back in each answer
+  ``shipyard.constraints``          per-field checks beyond the type (JSON)
+  ================================  =================================================
+
+A version registered without them has no online features and a per-request split:
+every signature input comes from the request.
+
+Constraints (``{"field": {...}}``) take ``min``, ``max`` (numbers), ``one_of`` (a
+list), ``pattern`` (a regular expression the whole string matches), ``max_length``,
+``format: "date-time"`` (an ISO 8601 string, handed to the model in UTC as
+``YYYY-MM-DDTHH:MM:SS.ffffffZ``) and, for entity keys outside the signature,
+``type`` (``string`` by default, or ``long``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from shipyard.errors import ConfigError
+
+__all__ = [
+    "CONSTRAINT_KEYS",
+    "Column",
+    "ServingContract",
+    "contract_from",
+    "contract_tags",
+    "read_contract",
+    "register_model",
+]
+
+TAG = "shipyard."
+CONTRACT_VERSION = "1"
+CONSTRAINT_KEYS = frozenset({"min", "max", "one_of", "pattern", "max_length", "format", "type"})
+#: Signature column types the generic path validates and converts.
+COLUMN_TYPES = ("double", "float", "long", "integer", "string", "boolean", "datetime", "binary")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One named input or output of the signature."""
+
+    name: str
+    type: str  # one of COLUMN_TYPES, or "any" for an unnamed/complex output
+    required: bool = True
+    shape: tuple[int, ...] | None = None  # outputs: a tensor's shape, when the signature has one
+
+
+@dataclass
+class ServingContract:
+    """Everything the serving path knows of one registered version."""
+
+    model: str
+    version: str
+    inputs: list[Column]
+    outputs: list[Column]
+    feature_service: str | None = None
+    entity_keys: list[str] = field(default_factory=list)
+    online_inputs: list[str] = field(default_factory=list)
+    sticky_key: str | None = None
+    id_field: str | None = None
+    constraints: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "inputs": [c.__dict__ for c in self.inputs],
+            "outputs": [c.__dict__ for c in self.outputs],
+            "feature_service": self.feature_service,
+            "entity_keys": self.entity_keys,
+            "online_inputs": self.online_inputs,
+            "sticky_key": self.sticky_key,
+            "id_field": self.id_field,
+            "constraints": self.constraints,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServingContract:
+        def cols(items: list[dict[str, Any]]) -> list[Column]:
+            return [Column(c["name"], c["type"], c.get("required", True),
+                           tuple(c["shape"]) if c.get("shape") else None) for c in items]  # fmt: skip
+
+        return cls(**{**data, "inputs": cols(data["inputs"]), "outputs": cols(data["outputs"])})
+
+
+def _schema_columns(schema: Any, what: str, *, outputs: bool = False) -> list[Column]:
+    """Named columns of an MLflow schema. Inputs must be named columns; an unnamed
+    output (a bare array) is one output called ``prediction``."""
+    if schema is None:
+        return [Column("prediction", "any")] if outputs else []
+    out = []
+    for i, spec in enumerate(schema.inputs):
+        name = getattr(spec, "name", None)
+        dtype = getattr(spec, "type", None)
+        type_name = getattr(dtype, "name", None) or (str(dtype) if dtype is not None else "any")
+        shape = tuple(spec.shape) if getattr(spec, "shape", None) is not None else None
+        if schema.is_tensor_spec():
+            type_name = "any"
+        if not name:
+            if not outputs:
+                raise ConfigError(
+                    f"the model's {what} signature has unnamed inputs",
+                    hint="log the model with a named signature: a pandas DataFrame "
+                    "input_example, or mlflow.models.infer_signature on a DataFrame",
+                )
+            name = "prediction" if len(schema.inputs) == 1 else f"output_{i}"
+        if type_name not in COLUMN_TYPES:
+            type_name = "any"
+        out.append(Column(name, type_name, bool(getattr(spec, "required", True)), shape))
+    return out
+
+
+def _split(value: str | None) -> list[str]:
+    return [v for v in (value or "").split(",") if v]
+
+
+def contract_from(
+    model: str, version: str, signature: Any, tags: dict[str, str]
+) -> ServingContract:
+    """The contract of a version from its signature and tags; every inconsistency is
+    a :class:`ConfigError` that names the tag or input and the fix."""
+    if signature is None or signature.inputs is None:
+        raise ConfigError(
+            f"{model} version {version} has no signature, so Shipyard cannot validate requests",
+            hint="log the model with a signature (signature=infer_signature(X, model.predict(X)) "
+            "or an input_example), register it again, and deploy that version",
+        )
+    contract = ServingContract(
+        model=model,
+        version=str(version),
+        inputs=_schema_columns(signature.inputs, "input"),
+        outputs=_schema_columns(signature.outputs, "output", outputs=True),
+        feature_service=tags.get(f"{TAG}feature_service") or None,
+        entity_keys=_split(tags.get(f"{TAG}entity_keys")),
+        online_inputs=_split(tags.get(f"{TAG}online_inputs")),
+        sticky_key=tags.get(f"{TAG}sticky_key") or None,
+        id_field=tags.get(f"{TAG}id_field") or None,
+    )
+    raw = tags.get(f"{TAG}constraints")
+    if raw:
+        try:
+            contract.constraints = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{model} version {version}: tag {TAG}constraints is not JSON: "
+                              f"{exc}") from None  # fmt: skip
+    _check(contract)
+    return contract
+
+
+def _check(c: ServingContract) -> None:
+    where = f"{c.model} version {c.version}"
+    names = {col.name for col in c.inputs}
+    unknown = [n for n in c.online_inputs if n not in names]
+    if unknown:
+        raise ConfigError(f"{where}: online inputs {', '.join(unknown)} are not signature inputs",
+                          hint=f"the signature's inputs are {', '.join(sorted(names))}")  # fmt: skip
+    if c.online_inputs and not c.feature_service:
+        raise ConfigError(f"{where}: online inputs are set but no feature service",
+                          hint="register with feature_service=... or without online_inputs")  # fmt: skip
+    if c.feature_service and not c.entity_keys:
+        raise ConfigError(f"{where}: feature service {c.feature_service} needs entity keys",
+                          hint="register with entity_keys=[...] (request fields, e.g. user_id)")  # fmt: skip
+    request = set(names) | set(c.entity_keys) | ({c.id_field} if c.id_field else set())
+    if c.sticky_key and c.sticky_key not in request:
+        raise ConfigError(f"{where}: sticky key {c.sticky_key!r} is not a request field",
+                          hint=f"pick one of {', '.join(sorted(request))}")  # fmt: skip
+    if not isinstance(c.constraints, dict):
+        raise ConfigError(f"{where}: constraints must map field names to checks")
+    for name, checks in c.constraints.items():
+        if name not in request:
+            raise ConfigError(f"{where}: constraint on {name!r}, which is not a request field",
+                              hint=f"request fields: {', '.join(sorted(request))}")  # fmt: skip
+        if not isinstance(checks, dict) or set(checks) - CONSTRAINT_KEYS:
+            bad = sorted(set(checks) - CONSTRAINT_KEYS) if isinstance(checks, dict) else checks
+            raise ConfigError(f"{where}: constraint on {name!r} has unknown checks {bad}",
+                              hint=f"use {', '.join(sorted(CONSTRAINT_KEYS))}")  # fmt: skip
+        if "pattern" in checks:
+            try:
+                re.compile(checks["pattern"])
+            except re.error as exc:
+                raise ConfigError(f"{where}: pattern for {name!r} is invalid: {exc}") from None
+        if checks.get("format") not in (None, "date-time"):
+            raise ConfigError(f"{where}: format for {name!r} must be 'date-time'")
+        if checks.get("type") not in (None, "string", "long"):
+            raise ConfigError(f"{where}: type for {name!r} must be 'string' or 'long'")
+
+
+def contract_tags(
+    *,
+    feature_service: str | None = None,
+    entity_keys: list[str] | tuple[str, ...] = (),
+    online_inputs: list[str] | tuple[str, ...] = (),
+    sticky_key: str | None = None,
+    id_field: str | None = None,
+    constraints: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, str]:
+    """The ``shipyard.*`` tags of a serving contract (see the module docstring)."""
+    for name in [*entity_keys, *online_inputs]:
+        if not name or "," in name:
+            raise ConfigError(f"field name {name!r} is empty or holds a comma")
+    tags = {f"{TAG}contract": CONTRACT_VERSION}
+    if feature_service:
+        tags[f"{TAG}feature_service"] = feature_service
+    if entity_keys:
+        tags[f"{TAG}entity_keys"] = ",".join(entity_keys)
+    if online_inputs:
+        tags[f"{TAG}online_inputs"] = ",".join(online_inputs)
+    if sticky_key:
+        tags[f"{TAG}sticky_key"] = sticky_key
+    if id_field:
+        tags[f"{TAG}id_field"] = id_field
+    if constraints:
+        tags[f"{TAG}constraints"] = json.dumps(constraints, sort_keys=True)
+    return tags
+
+
+def register_model(
+    tracking_uri: str,
+    model_uri: str,
+    name: str,
+    *,
+    feature_service: str | None = None,
+    entity_keys: list[str] | tuple[str, ...] = (),
+    online_inputs: list[str] | tuple[str, ...] = (),
+    sticky_key: str | None = None,
+    id_field: str | None = None,
+    constraints: dict[str, dict[str, Any]] | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Register ``model_uri`` (``runs:/...``, ``models:/m-...``) as a new version of
+    ``name`` with its serving contract; returns the version number.
+
+    The contract is checked against the model's signature first, so a version that
+    could not be served is never registered.
+    """
+    import mlflow
+
+    from shipyard.registry import check_server
+
+    check_server(tracking_uri)
+    contract = contract_tags(feature_service=feature_service, entity_keys=entity_keys,
+                             online_inputs=online_inputs, sticky_key=sticky_key,
+                             id_field=id_field, constraints=constraints)  # fmt: skip
+    mlflow.set_tracking_uri(tracking_uri)
+    info = mlflow.models.get_model_info(model_uri)
+    contract_from(name, "(new)", info.signature, contract)
+    return str(mlflow.register_model(model_uri, name, tags={**(tags or {}), **contract}).version)
+
+
+def read_contract(tracking_uri: str, model: str, version: str) -> ServingContract:
+    """The contract of a registered version, from the registry over HTTP."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    mv = client.get_model_version(model, str(version))
+    mlflow.set_tracking_uri(tracking_uri)
+    info = mlflow.models.get_model_info(f"models:/{model}/{version}")
+    return contract_from(model, str(version), info.signature, dict(mv.tags or {}))
