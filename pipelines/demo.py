@@ -1,12 +1,14 @@
-"""``make demo``: the platform's flow end to end on the local platform.
+"""``make demo`` (``shipyard demo``, ``workload.demo``): the platform's flow end to end on
+the local platform, with the fraud workload.
 
-Today: start the platform, generate raw transactions, summarise them in a Ray
+Start the platform, generate raw transactions, summarise them in a Ray
 job, build point-in-time features in a Ray job (Ray Data), register them in Feast,
 materialize them into the online store (Feast's Ray engine), and print online
 features for a few customers, then train, track, register and gate the fraud
 model (Ray Train, MLflow); then serve it, roll a challenger out as a canary, roll a
-planted bad version back, and print predictions (``shipyard.demo_serving``). The
-platform is left running.
+planted bad version back, and print predictions (``pipelines.demo_serving``). The
+platform is left running. Every step runs the way the CLI runs it: the workload's
+entrypoints through ``shipyard.workload``, the rest through the platform's library.
 """
 
 from __future__ import annotations
@@ -17,9 +19,14 @@ from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from shipyard import features, jobs, training
+from shipyard import features, jobs, workload
 from shipyard.local import up
-from shipyard.settings import Settings
+from shipyard.settings import Settings, load_settings
+
+from pipelines.data.generate import GenerateConfig, generate
+from pipelines.features import build, store
+from pipelines.features import jobs as feature_jobs
+from pipelines.training import job as training_job
 
 Say = Callable[[str], None]
 TRAIN_DAYS = 45  # the demo trains on recent data: the Feast join is its slowest step
@@ -36,11 +43,38 @@ def _dataset_matches(path: Path, rows: int, seed: int) -> bool:
     return meta.get("rows") == rows and meta.get("config", {}).get("seed") == seed
 
 
+def train(settings: Settings, echo: Say, **overrides: object) -> dict:
+    """Train as ``shipyard train`` does (a Ray job), with config ``overrides``."""
+    spec = training_job.write_spec(settings, **overrides)
+    return workload.run_module(settings, training_job, ["--spec", str(spec)], local=False,
+                               echo=echo) or {}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    from pipelines._cli import int_range
+
+    parser = argparse.ArgumentParser(
+        prog="shipyard demo",
+        description="Run the platform's flow end to end on the local platform (leaves it running).",
+    )
+    parser.add_argument("--rows", type=int_range(1000), default=200_000, help="default 200000")
+    parser.add_argument("--workers", type=int_range(0, 16), default=None,
+                        help="Ray worker nodes besides the head (default: ray.workers)")  # fmt: skip
+    args = parser.parse_args(argv)
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    run_demo(load_settings(), rows=args.rows, workers=args.workers, say=say, echo=print)
+    return 0
+
+
 def run_demo(
     settings: Settings, *, rows: int, workers: int | None, say: Say, echo: Say, seed: int = 7
 ) -> dict[str, str]:
-    from pipelines.data.generate import GenerateConfig, generate
-
     began = time.monotonic()
     say("[1/12] starting the local platform")
     state = up(settings, workers=workers, progress=say)
@@ -71,24 +105,25 @@ def run_demo(
     summary = json.loads(report.read_text())
 
     say("[4/12] building features in a Ray job (validate, quarantine, point-in-time windows)")
-    manifest = features.build(settings, echo=_quiet(echo))
+    manifest = workload.run_module(settings, build, [], local=False, echo=_quiet(echo)) or {}
     say(f"      {manifest['accepted']:,} rows accepted, "
         f"{sum(manifest['quarantined'].values()):,} quarantined; "
         f"{manifest['customer_rows']:,} customer rows, {manifest['merchant_rows']:,} merchant rows")  # fmt: skip
     say("[5/12] registering the feature repo in Feast and materializing the online store")
     for name in features.apply(settings):
         say(f"      applied {name}")
-    features.materialize(settings, echo=_quiet(echo))
+    workload.run_module(settings, feature_jobs, ["materialize"], local=False, echo=_quiet(echo))
     say("[6/12] reading online features for a few customers")
     samples = _samples(raw)
-    online = [features.get(settings, c, m, a) for c, m, a in samples]
+    feature_store = store.open_store(store.write_repo(settings))
+    online = [store.online_features(feature_store, c, m, a) for c, m, a in samples]
     say("[7/12] training the fraud model with Ray Train (2 DDP workers), tracked in MLflow")
     start = _latest(raw) - timedelta(days=TRAIN_DAYS)
     say(f"      on the last {TRAIN_DAYS} days of data (from {start:%Y-%m-%d})")
-    trained = training.train(settings, workers=2, echo=_quiet(echo), start=start)
+    trained = train(settings, _quiet(echo), workers=2, start=start)
     say(f"      version {trained['version']}, aliases {', '.join(trained['aliases']) or 'none'}")
-    from shipyard.demo_serving import run_serving
-    from shipyard.demo_serving import summary as serving_summary
+    from pipelines.demo_serving import run_serving
+    from pipelines.demo_serving import summary as serving_summary
 
     served = run_serving(settings, trained, raw, start, say, echo, _quiet(echo))
 
@@ -174,3 +209,9 @@ def _n(value: object) -> str:
 
 def _f(value: object, spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import requests
-
-from shipyard import rollouts, serving, training
+from shipyard import rollouts, serving
 from shipyard.canary import TERMINAL, parse_plan
 from shipyard.settings import Settings
-from shipyard.traffic import Load, transaction
+from shipyard.traffic import Load
+
+from pipelines.data.requests import random_transactions, transaction
 
 Say = Callable[[str], None]
 
@@ -53,6 +54,7 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
 
     from mlflow import MlflowClient
 
+    from pipelines.demo import train
     from pipelines.training.chaos import register_faulty_version
 
     # the demo's own process: MLflow's progress bars and run links would drown the steps
@@ -64,8 +66,8 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
     saved = client.get_run(trained["run_id"]).data.tags["data.training_set"]
 
     say("[8/12] retraining with another seed on the same training set: the challenger")
-    challenger = training.train(settings, workers=2, echo=quiet, start=start, seed=1,
-                                training_set=saved, gate={"champion_tolerance": 0.05})  # fmt: skip
+    challenger = train(settings, quiet, workers=2, start=start, seed=1, training_set=saved,
+                       gate={"champion_tolerance": 0.05})  # fmt: skip
     say(f"      version {challenger['version']}: gate {'passed' if challenger['gate_passed'] else 'refused'}"
         f" ({challenger['gate_reason']}); aliases {', '.join(challenger['aliases']) or 'none'}")  # fmt: skip
 
@@ -77,7 +79,8 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
     say(f"[10/12] canary of {model}@challenger under traffic (~30 requests/s on loopback)")
     good: dict[str, Any] = {}
     bad: dict[str, Any] = {}
-    with Load(url, customers, merchants, rate=30, threads=4, max_seconds=600) as load:
+    body = random_transactions(customers, merchants)
+    with Load(url, body, rate=30, threads=4, max_seconds=600) as load:
         if challenger["gate_passed"] and challenger["version"] != deployed["version"]:
             plan = parse_plan(steps="10,50,100", interval="8s", min_requests=20,
                               max_latency_ratio=2.0)  # fmt: skip

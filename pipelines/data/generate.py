@@ -335,3 +335,61 @@ def _write_by_day(table: pa.Table, out: Path, chunk: int) -> int:
         folder.mkdir(exist_ok=True)
         pq.write_table(table.slice(lo, hi - lo), folder / f"part-{chunk:05d}.parquet")
     return len(starts)
+
+
+# -- the entrypoint (``shipyard data generate``, ``python -m pipelines.data.generate``) --
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate into ``--out`` (default: the settings' raw data directory)."""
+    import argparse
+    import sys
+
+    from shipyard.errors import ShipyardError
+    from shipyard.settings import load_settings
+
+    from pipelines._cli import int_range, iso_time
+
+    parser = argparse.ArgumentParser(
+        prog="shipyard data generate",
+        description="Generate synthetic card transactions as date-partitioned parquet.",
+    )
+    parser.add_argument("--rows", type=int_range(1), required=True, help="how many transactions")
+    parser.add_argument("--seed", type=int_range(0, 2**63 - 1), default=0, help="default 0")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output directory (default: <data_root>/raw/transactions)")  # fmt: skip
+    parser.add_argument("--start", type=iso_time, default=None,
+                        help="first day, ISO date (default 2026-07-01)")  # fmt: skip
+    parser.add_argument("--days", type=int_range(1, 3660), default=120, help="default 120")
+    parser.add_argument("--fraud-rate", type=float, default=0.012, help="default 0.012")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a dataset generated there before")  # fmt: skip
+    args = parser.parse_args(argv)
+    began = time.monotonic()
+
+    def report(done: int, total: int) -> None:
+        rate = done / max(time.monotonic() - began, 1e-9)
+        print(f"generating: {done:,}/{total:,} rows ({done / total:.0%}, {rate:,.0f} rows/s)",
+              file=sys.stderr)  # fmt: skip
+
+    try:
+        extra = {"start": args.start} if args.start is not None else {}
+        cfg = GenerateConfig(rows=args.rows, seed=args.seed, days=args.days,
+                             fraud_rate=args.fraud_rate, **extra)  # fmt: skip
+        target = args.out if args.out is not None else load_settings().raw_data_dir
+        result = generate(cfg, target, overwrite=args.overwrite, progress=report)
+    except ShipyardError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
+    print(f"wrote {result.rows:,} transactions ({result.fraud_rows:,} fraud, "
+          f"{result.fraud_rate:.2%}) in {result.files} files to {result.path} "
+          f"in {result.seconds:.1f}s")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -518,5 +518,43 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# -- the CLI side (``shipyard features build``, see shipyard.workload) --------------
+
+
+def prepare(settings: Any, argv: list[str]) -> list[str]:
+    """Check the arguments and the raw files before a job starts; fill in the paths."""
+    import argparse
+
+    from pipelines._cli import iso_time
+
+    parser = argparse.ArgumentParser(prog="shipyard features build")
+    parser.add_argument("--input", type=Path, default=None,
+                        help="raw transactions (default: <data_root>/raw/transactions)")  # fmt: skip
+    parser.add_argument("--since", type=iso_time, default=None,
+                        help="emit features from this time on (ISO 8601); needs --until")  # fmt: skip
+    parser.add_argument("--until", type=iso_time, default=None,
+                        help="up to this time, exclusive (ISO 8601); needs --since")  # fmt: skip
+    args, rest = parser.parse_known_args(argv)  # --engine, --buckets go to the job as given
+    source = (args.input or settings.raw_data_dir).expanduser().resolve()
+    cfg = BuildConfig(input=source, out=settings.features_dir, since=args.since,
+                      until=args.until)  # fmt: skip
+    _check_window(cfg)
+    check_files(source)  # fail here, before a job starts, on unreadable input
+    job = ["--input", str(source), "--out", str(cfg.out), *rest]
+    if cfg.since is not None and cfg.until is not None:
+        job += ["--since", cfg.since.isoformat(), "--until", cfg.until.isoformat()]
+    return job
+
+
+def report(argv: list[str], result: dict[str, Any], echo: Callable[[str], None]) -> None:
+    quarantined = result["quarantined"]
+    echo(
+        f"rows read {result['rows_read']:,}, accepted {result['accepted']:,}, "
+        f"quarantined {sum(quarantined.values()):,}"
+        + "".join(f"\n  {k}: {v:,}" for k, v in sorted(quarantined.items()))
+    )
+    echo(f"feature tables in {result['out']}")
+
+
 if __name__ == "__main__":
     sys.exit(main())

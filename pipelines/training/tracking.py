@@ -26,6 +26,7 @@ __all__ = [
     "set_aliases",
 ]
 
+
 class EpochLogger:
     """Rank 0's per-epoch metrics, one batch request per epoch, step = epoch."""
 

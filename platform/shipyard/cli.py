@@ -11,7 +11,6 @@ import sys
 import time
 import traceback
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import click
@@ -259,53 +258,32 @@ def data() -> None:
     """Raw data."""
 
 
-def _parse_date(_ctx: Any, _param: Any, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO date such as 2026-07-01") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+_PASS_THROUGH = {"ignore_unknown_options": True, "help_option_names": ["-h", "--help"]}
+_args = click.argument("args", nargs=-1, type=click.UNPROCESSED)
+_json = click.option("--json", "as_json", is_flag=True,
+                     help="print the result document as JSON")  # fmt: skip
 
 
-@data.command("generate")
-@click.option("--rows", type=click.IntRange(min=1), required=True, help="how many transactions")
-@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
-@click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="output directory (default: <data_root>/raw/transactions)")  # fmt: skip
-@click.option("--start", callback=_parse_date, default=None,
-              help="first day, ISO date (default 2026-07-01)")  # fmt: skip
-@click.option("--days", type=click.IntRange(1, 3660), default=120, show_default=True)
-@click.option("--fraud-rate", type=float, default=0.012, show_default=True)
-@click.option("--overwrite", is_flag=True, help="replace a dataset generated there before")
+def _workload(obj: _Ctx, name: str, args: tuple[str, ...] | list[str], *, local: bool = True,
+              as_json: bool = False) -> None:  # fmt: skip
+    """Run ``workload.<name>`` with the arguments as given; print its result."""
+    from shipyard import workload
+
+    result = workload.run(obj.settings, name, list(args), local=local, echo=click.echo)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        workload.report(obj.settings, name, list(args), result, click.echo)
+
+
+@data.command("generate", context_settings=_PASS_THROUGH)
+@_args
 @click.pass_obj
-def data_generate(obj: _Ctx, rows: int, seed: int, out: str | None, start: datetime | None,
-                  days: int, fraud_rate: float, overwrite: bool) -> None:  # fmt: skip
-    """Generate synthetic card transactions as date-partitioned parquet."""
-    from pipelines.data.generate import GenerateConfig, generate
-
-    kwargs: dict[str, Any] = {"rows": rows, "seed": seed, "days": days, "fraud_rate": fraud_rate}
-    if start is not None:
-        kwargs["start"] = start
-    cfg = GenerateConfig(**kwargs)
-    target = Path(out) if out else obj.settings.raw_data_dir
-    result = generate(cfg, target, overwrite=overwrite, progress=_progress_bar("generating"))
-    click.echo(
-        f"wrote {result.rows:,} transactions ({result.fraud_rows:,} fraud, "
-        f"{result.fraud_rate:.2%}) in {result.files} files to {result.path} "
-        f"in {result.seconds:.1f}s"
-    )
-
-
-def _progress_bar(label: str) -> Any:
-    began = time.monotonic()
-
-    def report(done: int, total: int) -> None:
-        rate = done / max(time.monotonic() - began, 1e-9)
-        _say(f"{label}: {done:,}/{total:,} rows ({done / total:.0%}, {rate:,.0f} rows/s)")
-
-    return report
+def data_generate(obj: _Ctx, args: tuple[str, ...]) -> None:
+    """Generate raw data with the workload's generator (workload.generate), in this
+    process; ARGS go to it. The fraud workload's: --rows N [--seed S] [--out DIR]
+    [--start DATE] [--days D] [--fraud-rate R] [--overwrite] (`-- --help` lists them)."""
+    _workload(obj, "generate", args)
 
 
 # -- features -----------------------------------------------------------------
@@ -321,35 +299,22 @@ _local = click.option("--local", is_flag=True,
                            "RayJob on its cluster, elsewhere on a private Ray")  # fmt: skip
 
 
-@features.command("build")
-@click.option("--input", "input_", type=click.Path(), default=None,
-              help="raw transactions (default: <data_root>/raw/transactions)")  # fmt: skip
-@click.option("--since", callback=_parse_date, default=None,
-              help="emit features from this time on (ISO 8601); needs --until")  # fmt: skip
-@click.option("--until", callback=_parse_date, default=None,
-              help="up to this time, exclusive (ISO 8601); needs --since")  # fmt: skip
+@features.command("build", context_settings=_PASS_THROUGH)
 @_local
+@_json
+@_args
 @click.pass_obj
-def features_build(obj: _Ctx, input_: str | None, since: datetime | None,
-                   until: datetime | None, local: bool) -> None:  # fmt: skip
-    """Validate raw transactions and compute point-in-time feature tables."""
-    from shipyard import features as feats
-
-    manifest = feats.build(obj.settings, input=Path(input_) if input_ else None, since=since,
-                           until=until, local=local, echo=click.echo)  # fmt: skip
-    quarantined = sum(manifest["quarantined"].values())
-    click.echo(
-        f"rows read {manifest['rows_read']:,}, accepted {manifest['accepted']:,}, "
-        f"quarantined {quarantined:,}"
-        + "".join(f"\n  {k}: {v:,}" for k, v in sorted(manifest["quarantined"].items()))
-    )
-    click.echo(f"feature tables in {manifest['out']}")
+def features_build(obj: _Ctx, local: bool, as_json: bool, args: tuple[str, ...]) -> None:
+    """Build the feature tables: workload.features_build as a Ray job; ARGS go to it.
+    The fraud workload's: [--input DIR] [--since T --until T]."""
+    _workload(obj, "features_build", args, local=local, as_json=as_json)
 
 
 @features.command("apply")
 @click.pass_obj
 def features_apply(obj: _Ctx) -> None:
-    """Register entities, feature views and feature services in the Feast registry."""
+    """Register the workload's entities, feature views and feature services
+    (workload.feature_definitions) in the Feast registry."""
     from shipyard import features as feats
 
     for name in feats.apply(obj.settings):
@@ -357,86 +322,51 @@ def features_apply(obj: _Ctx) -> None:
     click.echo(f"project {obj.settings.features.project} ({obj.settings.profile} profile)")
 
 
-@features.command("materialize")
-@click.option("--end", callback=_parse_date, default=None,
-              help="load values up to this time (ISO 8601; default: now)")  # fmt: skip
+@features.command("materialize", context_settings=_PASS_THROUGH)
 @_local
+@_json
+@_args
 @click.pass_obj
-def features_materialize(obj: _Ctx, end: datetime | None, local: bool) -> None:
-    """Load the latest feature values into the online store (Feast's Ray engine)."""
-    from shipyard import features as feats
+def features_materialize(obj: _Ctx, local: bool, as_json: bool, args: tuple[str, ...]) -> None:
+    """Load the latest feature values into the online store: workload.features_jobs
+    `materialize` as a Ray job; ARGS go to it. The fraud workload's: [--end T]."""
+    _workload(obj, "features_jobs", ("materialize", *args), local=local, as_json=as_json)
 
-    feats.materialize(obj.settings, end=end, local=local, echo=click.echo)
 
-
-@features.command("get")
-@click.option("--customer", required=True, help="customer id, e.g. c_0000042")
-@click.option("--merchant", required=True, help="merchant id, e.g. m_000007")
-@click.option("--amount", type=float, default=None,
-              help="the transaction amount, to add request-time features")  # fmt: skip
-@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@features.command("get", context_settings=_PASS_THROUGH)
+@_json
+@_args
 @click.pass_obj
-def features_get(obj: _Ctx, customer: str, merchant: str, amount: float | None,
-                 as_json: bool) -> None:  # fmt: skip
-    """Print the online feature values of a customer and a merchant."""
-    from shipyard import features as feats
-
-    values = feats.get(obj.settings, customer, merchant, amount)
-    if as_json:
-        click.echo(json.dumps(values, indent=2, default=str))
-        return
-    width = max(len(k) for k in values)
-    for key, value in values.items():
-        shown = "-" if value is None else (f"{value:.6g}" if isinstance(value, float) else value)
-        click.echo(f"{key:<{width}}  {shown}")
-    if all(values[k] is None for k in values if k.startswith("cust_")):
-        _say(f"note: no online features for customer {customer} (unknown, or not materialized)")
+def features_get(obj: _Ctx, as_json: bool, args: tuple[str, ...]) -> None:
+    """Print online feature values: workload.features_jobs `get`, in this process; ARGS
+    go to it. The fraud workload's: --customer ID --merchant ID [--amount A]."""
+    _workload(obj, "features_jobs", ("get", *args), as_json=as_json)
 
 
-@features.command("training-set")
-@click.option("--entities", type=click.Path(dir_okay=False), required=True,
-              help="parquet/CSV with customer_id, merchant_id, event_timestamp, amount")  # fmt: skip
-@click.option("--out", type=click.Path(dir_okay=False), required=True, help="parquet to write")
+@features.command("training-set", context_settings=_PASS_THROUGH)
 @_local
+@_json
+@_args
 @click.pass_obj
-def features_training_set(obj: _Ctx, entities: str, out: str, local: bool) -> None:
-    """Write a point-in-time correct training set (Feast get_historical_features)."""
-    from shipyard import features as feats
-
-    path = feats.training_set(obj.settings, entities=Path(entities), out=Path(out), local=local,
-                              echo=click.echo)  # fmt: skip
-    click.echo(f"training set written to {path}")
+def features_training_set(obj: _Ctx, local: bool, as_json: bool, args: tuple[str, ...]) -> None:
+    """Write a point-in-time correct training set: workload.features_jobs
+    `training-set` as a Ray job; ARGS go to it. The fraud workload's: --entities FILE
+    --out PATH."""
+    _workload(obj, "features_jobs", ("training-set", *args), local=local, as_json=as_json)
 
 
 # -- training and the model registry ----------------------------------------------
 
 
-@cli.command()
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="training config (YAML/JSON); see configs/train.yaml")  # fmt: skip
-@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Ray Train workers")
-@click.option("--epochs", type=click.IntRange(1, 1000), default=None)
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@cli.command(context_settings=_PASS_THROUGH)
 @_local
+@_json
+@_args
 @click.pass_obj
-def train(obj: _Ctx, config_file: str | None, workers: int | None, epochs: int | None,
-          as_json: bool, local: bool) -> None:  # fmt: skip
-    """Train the fraud model with Ray Train (DDP), track it in MLflow, register and gate it."""
-    from shipyard import training
-
-    result = training.train(obj.settings, config=Path(config_file) if config_file else None,
-                            workers=workers, epochs=epochs, local=local, echo=click.echo)  # fmt: skip
-    if as_json:
-        click.echo(json.dumps(result, indent=2))
-        return
-    metrics = result["metrics"]
-    click.echo(f"MLflow run     {result['run_url']}")
-    click.echo(f"registered     {result['model_name']} version {result['version']}"
-               f" aliases: {', '.join(result['aliases']) or 'none'}")  # fmt: skip
-    click.echo(f"validation     PR AUC {metrics['final_val_pr_auc']:.4f}, "
-               f"ROC AUC {metrics['final_val_roc_auc']:.4f}")  # fmt: skip
-    click.echo(f"gate           {'PASSED' if result['gate_passed'] else 'REFUSED'}: "
-               f"{result['gate_reason']}")  # fmt: skip
+def train(obj: _Ctx, local: bool, as_json: bool, args: tuple[str, ...]) -> None:
+    """Train, track, register and gate a model: workload.train as a Ray job; ARGS go to
+    it. The fraud workload's: [--config FILE] [--workers N] [--epochs E]."""
+    _workload(obj, "train", args, local=local, as_json=as_json)
 
 
 @cli.group()
@@ -705,15 +635,13 @@ def canary_watch(obj: _Ctx, model: str, stop: bool, **plan: Any) -> None:
 # -- demo ---------------------------------------------------------------------
 
 
-@cli.command()
-@click.option("--rows", type=click.IntRange(min=1000), default=200_000, show_default=True)
-@click.option("--workers", type=click.IntRange(0, 16), default=None)
+@cli.command(context_settings=_PASS_THROUGH)
+@_args
 @click.pass_obj
-def demo(obj: _Ctx, rows: int, workers: int | None) -> None:
-    """Run the platform's flow end to end on the local platform (leaves it running)."""
-    from shipyard.demo import run_demo
-
-    run_demo(obj.settings, rows=rows, workers=workers, say=_say, echo=click.echo)
+def demo(obj: _Ctx, args: tuple[str, ...]) -> None:
+    """Run the workload's demo (workload.demo) end to end on the local platform, which it
+    leaves running; ARGS go to it. The fraud workload's: [--rows N] [--workers N]."""
+    _workload(obj, "demo", args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ time; call :func:`load_settings`.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -24,11 +25,17 @@ __all__ = [
     "RaySettings",
     "ServeSettings",
     "Settings",
+    "WorkloadSettings",
     "defaults",
     "load_settings",
 ]
 
 ENV_PREFIX = "SHIPYARD_"
+#: The settings a workload's entrypoint runs with, as JSON: the CLI sets it for the
+#: entrypoint (in a Ray job's runtime env, or in this process with --local), and
+#: :func:`load_settings` returns exactly those settings when it is set.
+SETTINGS_ENV = "SHIPYARD_SETTINGS_JSON"
+_MODULE = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 
 
 class RaySettings(BaseModel):
@@ -168,6 +175,54 @@ class ServeSettings(BaseModel):
     )
 
 
+class WorkloadSettings(BaseModel):
+    """The workload behind the CLI's workload commands (``data generate``, ``features
+    ...``, ``train``, ``demo``): Python module paths, imported by name when a command
+    runs (see ``shipyard.workload``), the fraud workload by default. The platform
+    imports nothing from a workload otherwise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    generate: str = Field(
+        default="pipelines.data.generate",
+        pattern=f"^{_MODULE}$",
+        description="`shipyard data generate ARGS`: runs in the CLI process",
+    )
+    features_build: str = Field(
+        default="pipelines.features.build",
+        pattern=f"^{_MODULE}$",
+        description="`shipyard features build ARGS`: a Ray job (`python -m` it), --local here",
+    )
+    features_jobs: str = Field(
+        default="pipelines.features.jobs",
+        pattern=f"^{_MODULE}$",
+        description="`shipyard features materialize|training-set|get ARGS`: the subcommand "
+        "and ARGS go to it; materialize and training-set as Ray jobs, get here",
+    )
+    feature_definitions: str = Field(
+        default="pipelines.features.repo:definitions",
+        pattern=f"^{_MODULE}:[A-Za-z_][A-Za-z0-9_]*$",
+        description="`shipyard features apply`: MODULE:FUNCTION returning the Feast objects "
+        "(entities, sources, views, feature services), given the feature tables' root",
+    )
+    train: str = Field(
+        default="pipelines.training.job",
+        pattern=f"^{_MODULE}$",
+        description="`shipyard train ARGS`: a Ray job (`python -m` it), --local here",
+    )
+    demo: str = Field(
+        default="pipelines.demo",
+        pattern=f"^{_MODULE}$",
+        description="`shipyard demo ARGS`: runs in the CLI process",
+    )
+    worker_setup_hook: str | None = Field(
+        default="pipelines.features._feast_fixes.install",
+        pattern=f"^{_MODULE}$",
+        description="MODULE.FUNCTION every Ray worker of a workload job runs first (Ray's "
+        "`worker_process_setup_hook`); null: none",
+    )
+
+
 class Settings(BaseSettings):
     """Everything configurable in Shipyard, validated on load."""
 
@@ -192,6 +247,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     k8s: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    workload: WorkloadSettings = Field(default_factory=WorkloadSettings)
 
     @model_validator(mode="after")
     def _expand(self) -> Settings:
@@ -324,7 +380,15 @@ def load_settings(config: str | os.PathLike[str] | None = None) -> Settings:
     """Load settings: defaults < YAML file < ``SHIPYARD_*`` environment.
 
     ``config`` defaults to ``$SHIPYARD_CONFIG``; when neither is given no file is read.
+    Inside a workload entrypoint that the CLI runs, ``$SHIPYARD_SETTINGS_JSON`` holds the
+    CLI's settings, and they are returned as they are (unless ``config`` is given).
     """
+    exported = os.environ.get(SETTINGS_ENV) if config is None else None
+    if exported:
+        try:
+            return defaults(**json.loads(exported))
+        except (ValueError, ValidationError) as exc:
+            raise ConfigError(f"invalid settings in ${SETTINGS_ENV}: {exc}") from None
     path_text = config if config is not None else os.environ.get(f"{ENV_PREFIX}CONFIG")
     path = Path(path_text).expanduser() if path_text else None
     file_values = _read_yaml(path) if path else {}

@@ -1,6 +1,8 @@
 """Bounded traffic for a served model (the demo, the tests): a few threads sending
-transactions at a capped rate until stopped or until their time is up; every answer
-is recorded as ``(time, status, variant, model_version)``."""
+request bodies at a capped rate until stopped or until their time is up; every answer
+is recorded as ``(time, status, variant, model_version)``. The bodies come from the
+caller's ``body(i, rng)``, so the load knows no model (the fraud workload's is
+``pipelines.data.requests.random_transactions``)."""
 
 from __future__ import annotations
 
@@ -8,26 +10,22 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
-__all__ = ["Load", "transaction"]
+__all__ = ["Body", "Load"]
 
-
-def transaction(i: int, customer: str, merchant: str = "m_000001", amount: float = 42.0) -> dict:
-    """A valid ``POST /predict`` body."""
-    return {"transaction_id": f"t{i}", "customer_id": customer, "merchant_id": merchant,
-            "amount": amount, "currency": "USD", "category": "grocery", "country": "US",
-            "timestamp": "2026-08-14T10:00:00Z"}  # fmt: skip
+#: A request body for request number ``i``, drawn with the sending thread's ``rng``.
+Body = Callable[[int, random.Random], dict[str, Any]]
 
 
 @dataclass
 class Load:
     url: str  # .../predict
-    customers: list[str]
-    merchants: list[str] = field(default_factory=lambda: ["m_000001"])
+    body: Body
     rate: float = 40.0  # requests per second, all threads together
     threads: int = 4
     max_seconds: float = 240.0  # stops by itself
@@ -59,10 +57,8 @@ class Load:
         while not self._stop.is_set() and time.monotonic() < deadline:
             began = time.monotonic()
             i += 1
-            tx = transaction(n * 1_000_000 + i, rng.choice(self.customers),
-                             rng.choice(self.merchants), round(rng.uniform(5, 500), 2))  # fmt: skip
             try:
-                resp = session.post(self.url, json=tx, timeout=30)
+                resp = session.post(self.url, json=self.body(n * 1_000_000 + i, rng), timeout=30)
                 body = resp.json()
                 row = (time.time(), resp.status_code, body.get("variant", ""),
                        str(body.get("model_version", "")))  # fmt: skip

@@ -1,0 +1,34 @@
+"""Argument parsing shared by the fraud workload's entrypoints (``shipyard.workload``):
+the CLI passes a command's arguments through, and each entrypoint parses its own."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+
+
+def iso_time(value: str) -> datetime:
+    """An ISO 8601 date or time; UTC when it names no zone."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not an ISO date such as 2026-07-01"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def int_range(low: int, high: int | None = None) -> type[int]:
+    """An integer within ``[low, high]``, named in the error when it is not."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if number < low or (high is not None and number > high):
+            bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"{number} is not {bound}")
+        return number
+
+    return parse  # type: ignore[return-value]
