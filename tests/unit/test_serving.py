@@ -1,4 +1,4 @@
-"""Serving pieces without a cluster: the HTTP contract, the split, the analysis, the
+"""Serving pieces without a cluster (requests and contracts: test_contract.py): the split, the analysis, the
 Serve config and its rollout changes, and the Kubernetes backend's RayService objects
 (validated against the KubeRay v1.7.0 CRD schema)."""
 
@@ -17,54 +17,6 @@ from shipyard.serving import app_config, rollout_view, serve_config, validate_co
 from shipyard.settings import Settings
 
 from tests.k8s_schema import validate_cr
-
-GOOD = {"transaction_id": "t1", "customer_id": "c_1", "merchant_id": "m_1", "amount": 12.5,
-        "currency": "USD", "category": "grocery", "country": "US",
-        "timestamp": "2026-08-01T12:00:00Z"}  # fmt: skip
-
-
-def _body(**changes: Any) -> bytes:
-    tx = {**GOOD, **changes}
-    return json.dumps({k: v for k, v in tx.items() if v is not ...}).encode()
-
-
-@pytest.mark.parametrize(
-    ("body", "status", "fields"),
-    [
-        (b"{not json", 400, []),
-        (b"[1, 2]", 400, []),
-        (_body(amount=...), 422, ["amount"]),
-        (_body(amount="12"), 422, ["amount"]),
-        (_body(amount=-1), 422, ["amount"]),
-        (_body(amount=float("inf")).replace(b"Infinity", b"1e999"), 422, ["amount"]),
-        (_body(currency="XXX"), 422, ["currency"]),
-        (_body(category="casino"), 422, ["category"]),
-        (_body(country="usa"), 422, ["country"]),
-        (_body(timestamp="yesterday"), 422, ["timestamp"]),
-        (_body(customer_id=42, merchant_id=""), 422, ["customer_id", "merchant_id"]),
-        (json.dumps({"transactions": []}).encode(), 422, ["transactions"]),
-        (json.dumps({"transactions": [GOOD, {**GOOD, "amount": -3}, 7]}).encode(), 422,
-         ["transactions[1].amount", "transactions[2]"]),
-        (json.dumps({"transactions": [GOOD] * 1001}).encode(), 413, []),
-    ],
-)  # fmt: skip
-def test_bad_requests_name_each_field(body: bytes, status: int, fields: list[str]) -> None:
-    from services.router.schema import RequestError, parse_predict_body
-
-    with pytest.raises(RequestError) as info:
-        parse_predict_body(body)
-    assert info.value.status == status
-    assert [f["field"] for f in info.value.body.get("fields", [])] == fields
-    assert info.value.body["error"]
-
-
-def test_good_requests_single_and_batch() -> None:
-    from services.router.schema import parse_predict_body
-
-    txs, batch = parse_predict_body(_body(timestamp="2026-08-01T12:00:00"))
-    assert not batch and txs[0].payload()["timestamp"] == "2026-08-01T12:00:00+00:00"
-    txs, batch = parse_predict_body(json.dumps({"transactions": [GOOD, GOOD]}).encode())
-    assert batch and len(txs) == 2
 
 
 @pytest.mark.parametrize("weight", [5.0, 10.0, 25.0, 50.0])
@@ -230,21 +182,6 @@ def test_kubernetes_backend_patches_serve_config_v2_with_valid_rayservices(
     missing = KubernetesBackend("shipyard", "other", api=api)
     with pytest.raises(ServeBackendError, match="does not exist"):
         missing.read_config()
-
-
-def test_request_features_only_where_the_app_takes_them() -> None:
-    from services.router.schema import RequestError, parse_predict_body
-
-    body = json.dumps({**GOOD, "features": {"cust_tx_count_7d": 3, "merch_fraud_rate_30d": None}})
-    txs, _ = parse_predict_body(body.encode(), online_features=False)
-    assert txs[0].payload()["features"] == {"cust_tx_count_7d": 3.0, "merch_fraud_rate_30d": None}
-    with pytest.raises(RequestError) as info:
-        parse_predict_body(body.encode(), online_features=True)
-    assert info.value.body["fields"][0]["field"] == "features"
-    unknown = json.dumps({**GOOD, "features": {"shoe_size": 3}}).encode()
-    with pytest.raises(RequestError, match="invalid") as info:
-        parse_predict_body(unknown, online_features=False)
-    assert "shoe_size" in info.value.body["fields"][0]["problem"]
 
 
 def test_on_kubernetes_the_controller_starts_in_the_serving_cluster(

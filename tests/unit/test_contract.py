@@ -1,0 +1,345 @@
+"""The serving contract and the generic request path, without a cluster: contracts
+from signatures and tags, request validation derived from them, the three request
+formats, the model's input frame and named outputs, and a property-based fuzz of the
+whole parse → validate path (every body is records or a RequestError, nothing else).
+
+Two contracts: a made-up model that knows nothing of fraud (a price regression with
+integer, optional, boolean and datetime inputs), and the fraud model's own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, Schema, TensorSpec
+from shipyard.contract import ServingContract, contract_from, contract_tags
+from shipyard.errors import ConfigError
+
+from services.predictor.app import model_frame, named_outputs
+from services.router.formats import mlflow_records, oip_metadata, oip_records, predict_records
+from services.router.schema import MAX_BATCH, RequestError, RequestSchema, parse_json
+
+PRICE_SIGNATURE = ModelSignature(
+    inputs=Schema([
+        ColSpec("double", "sqft"), ColSpec("long", "rooms"), ColSpec("string", "city"),
+        ColSpec("boolean", "garden", required=False), ColSpec("datetime", "listed"),
+        ColSpec("double", "area_median_price", required=False),
+    ]),
+    outputs=Schema([ColSpec("double", "price")]),
+)  # fmt: skip
+PRICE_TAGS = contract_tags(
+    feature_service="houses_v1", entity_keys=["area_id"], online_inputs=["area_median_price"],
+    sticky_key="area_id", id_field="listing_id",
+    constraints={"sqft": {"min": 1, "max": 100000}, "city": {"one_of": ["Oslo", "Lima"]},
+                 "area_id": {"pattern": "a[0-9]+"}},
+)  # fmt: skip
+HOUSE = {"listing_id": 7, "area_id": "a12", "sqft": 80.5, "rooms": 3, "city": "Oslo",
+         "garden": None, "listed": "2026-05-01T08:00:00+02:00"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def price() -> ServingContract:
+    return contract_from("houses", "1", PRICE_SIGNATURE, PRICE_TAGS)
+
+
+@pytest.fixture(scope="module")
+def fraud() -> ServingContract:
+    from mlflow.models import infer_signature
+
+    from pipelines.training.model import FEATURE_INPUTS, serving_contract
+
+    example = pd.DataFrame({c: [1.0, np.nan] for c in FEATURE_INPUTS}
+                           | {"amount": [1.0, 2.0], "timestamp": ["2026-01-01T00:00:00Z"] * 2,
+                              "category": ["grocery"] * 2, "country": ["US"] * 2})  # fmt: skip
+    signature = infer_signature(example, pd.DataFrame({"fraud_probability": [0.1, 0.2]}))
+    return contract_from("fraud", "3", signature, contract_tags(**serving_contract()))
+
+
+def test_contract_from_signature_and_tags(price: ServingContract) -> None:
+    assert [c.name for c in price.inputs][:3] == ["sqft", "rooms", "city"]
+    assert {c.name: c.required for c in price.inputs}["garden"] is False
+    assert price.feature_service == "houses_v1" and price.entity_keys == ["area_id"]
+    assert price.outputs[0].name == "price" and price.sticky_key == "area_id"
+    assert ServingContract.from_dict(json.loads(json.dumps(price.to_dict()))) == price
+    plain = contract_from("houses", "2", PRICE_SIGNATURE, {})  # registered without tags
+    assert plain.feature_service is None and plain.sticky_key is None
+    assert [f["name"] for f in RequestSchema(plain, online=True).describe()] == [
+        c.name for c in PRICE_SIGNATURE.inputs.inputs
+    ]  # every input from the request
+
+
+@pytest.mark.parametrize(
+    ("signature", "tags", "word"),
+    [
+        (None, {}, "no signature"),
+        (ModelSignature(inputs=Schema([TensorSpec(np.dtype("float64"), (-1, 3))])), {},
+         "unnamed inputs"),
+        (PRICE_SIGNATURE, contract_tags(online_inputs=["nope"], feature_service="x",
+                                        entity_keys=["k"]), "not signature inputs"),
+        (PRICE_SIGNATURE, contract_tags(online_inputs=["sqft"]), "no feature service"),
+        (PRICE_SIGNATURE, contract_tags(feature_service="x"), "needs entity keys"),
+        (PRICE_SIGNATURE, contract_tags(sticky_key="user"), "not a request field"),
+        (PRICE_SIGNATURE, contract_tags(constraints={"sqft": {"gt": 1}}), "unknown checks"),
+        (PRICE_SIGNATURE, contract_tags(constraints={"city": {"pattern": "("}}), "invalid"),
+        (PRICE_SIGNATURE, contract_tags(constraints={"ghost": {"min": 1}}), "not a request field"),
+    ],
+)  # fmt: skip
+def test_inconsistent_contracts_are_refused_with_the_fix(signature: Any, tags: dict, word: str) -> None:  # fmt: skip
+    with pytest.raises(ConfigError, match=word) as info:
+        contract_from("m", "1", signature, tags)
+    assert info.value.hint or "m version 1" in info.value.message
+
+
+def test_a_good_record_is_converted_for_the_model(price: ServingContract) -> None:
+    row, errors = RequestSchema(price, online=True).validate({**HOUSE, "rooms": 3.0, "x": 1})
+    assert errors == []
+    assert row == {"area_id": "a12", "sqft": 80.5, "rooms": 3, "city": "Oslo", "garden": None,
+                   "listed": pd.Timestamp("2026-05-01T06:00:00").to_pydatetime(),
+                   "listing_id": 7}  # fmt: skip
+    assert "area_median_price" not in row  # the feature service's, not the client's
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "word"),
+    [
+        ({"sqft": ...}, "sqft", "is required"),
+        ({"sqft": None}, "sqft", "must not be null"),
+        ({"sqft": "80"}, "sqft", "must be a number"),
+        ({"sqft": True}, "sqft", "must be a number"),
+        ({"sqft": 0}, "sqft", "at least 1"),
+        ({"sqft": [80]}, "sqft", "got an array"),
+        ({"rooms": 2.5}, "rooms", "must be an integer"),
+        ({"rooms": 2**70}, "rooms", "within"),
+        ({"city": "Paris"}, "city", "one of Lima, Oslo"),
+        ({"city": {"name": "Oslo"}}, "city", "must be a string"),
+        ({"city": "\ud800"}, "city", "UTF-8"),
+        ({"garden": "yes"}, "garden", "true or false"),
+        ({"listed": "soon"}, "listed", "ISO 8601"),
+        ({"listed": "0001-01-01T00:00:00"}, "listed", "outside"),
+        ({"area_id": "b1"}, "area_id", "must match"),
+        ({"area_id": ...}, "area_id", "is required"),
+        ({"area_median_price": 5.0}, "area_median_price", "online feature store"),
+    ],
+)  # fmt: skip
+def test_bad_fields_are_named(price: ServingContract, changes: dict, field: str, word: str) -> None:
+    record = {k: v for k, v in {**HOUSE, **changes}.items() if v is not ...}
+    row, errors = RequestSchema(price, online=True).validate(record, "records[2].")
+    assert row is None
+    assert [e["field"] for e in errors] == [f"records[2].{field}"], errors
+    assert word in errors[0]["problem"], errors
+    json.dumps(errors, allow_nan=False)  # always answerable
+
+
+def test_without_online_features_the_client_sends_them(price: ServingContract) -> None:
+    schema = RequestSchema(price, online=False)
+    row, errors = schema.validate({**HOUSE, "area_median_price": 410000.0})
+    assert not errors and row["area_median_price"] == 410000.0
+    row, errors = schema.validate(HOUSE)  # optional: left to the model's imputation
+    assert not errors and row["area_median_price"] is None
+
+
+def test_fraud_contract_keeps_its_domain_checks(fraud: ServingContract) -> None:
+    schema = RequestSchema(fraud, online=True)
+    tx = {"transaction_id": "t1", "customer_id": "c_1", "merchant_id": "m_1", "amount": 12.5,
+          "currency": "USD", "category": "grocery", "country": "US",
+          "timestamp": "2026-08-14T10:00:00+02:00"}  # fmt: skip
+    row, errors = schema.validate(tx)
+    assert not errors and row["timestamp"] == "2026-08-14T08:00:00.000000Z"
+    _, errors = schema.validate({**tx, "amount": -5, "category": "casino", "country": "usa",
+                                 "customer_id": 42, "merchant_id": ""})  # fmt: skip
+    assert {e["field"] for e in errors} == {"amount", "category", "country", "customer_id",
+                                            "merchant_id"}  # fmt: skip
+
+
+def test_predict_body_forms() -> None:
+    records, single, name = predict_records({"a": 1})
+    assert records == [{"a": 1}] and single and name(0) == ""
+    records, single, name = predict_records({"records": [{"a": 1}, {"a": 2}]})
+    assert len(records) == 2 and not single and name(1) == "records[1]."
+    records, single, _ = predict_records([{"a": 1}])
+    assert records == [{"a": 1}] and not single
+    for body, status in [("x", 400), ({"records": []}, 422), ({"records": {}}, 422),
+                         ({"records": [{}] * (MAX_BATCH + 1)}, 413)]:  # fmt: skip
+        with pytest.raises(RequestError) as info:
+            predict_records(body)
+        assert info.value.status == status
+
+
+def test_mlflow_scoring_formats_give_the_same_records() -> None:
+    rows = [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}]
+    forms = [
+        {"dataframe_records": rows},
+        {"dataframe_split": {"columns": ["a", "b"], "data": [[1, "x"], [2, "y"]]}},
+        {"dataframe_split": {"index": [5, 6], "columns": ["a", "b"], "data": [[1, "x"], [2, "y"]]}},
+        {"instances": rows},
+        {"inputs": rows},
+        {"inputs": {"a": [1, 2], "b": ["x", "y"]}},
+        {"instances": {"a": [1, 2], "b": ["x", "y"]}},
+    ]  # fmt: skip
+    for body in forms:
+        assert mlflow_records(body)[0] == rows, body
+    assert mlflow_records({"inputs": {"a": 1, "b": "x"}})[0] == [rows[0]]
+    assert mlflow_records(forms[1])[1](1) == "dataframe_split.data[1]."
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ([], 400, None),
+        ({}, 400, None),
+        ({"dataframe_records": [], "inputs": []}, 400, None),
+        ({"dataframe_records": [{"a": 1}], "extra": 1}, 400, None),
+        ({"dataframe_records": [{"a": 1}], "params": {"k": 1}}, 422, "params"),
+        ({"dataframe_split": {"columns": ["a"]}}, 422, "dataframe_split"),
+        ({"dataframe_split": {"columns": ["a", "a"], "data": [[1, 2]]}}, 422,
+         "dataframe_split.columns"),
+        ({"dataframe_split": {"columns": ["a", "b"], "data": [[1]]}}, 422,
+         "dataframe_split.data[0]"),
+        ({"inputs": {"a": [1, 2], "b": [1]}}, 422, "inputs"),
+        ({"inputs": {"a": [1], "b": 1}}, 422, "inputs"),
+        ({"instances": "x"}, 422, "instances"),
+        ({"dataframe_records": []}, 422, "dataframe_records"),
+    ],
+)  # fmt: skip
+def test_bad_mlflow_bodies(body: Any, status: int, field: str | None) -> None:
+    with pytest.raises(RequestError) as info:
+        mlflow_records(body)
+    assert info.value.status == status
+    if field:
+        assert info.value.body["fields"][0]["field"] == field
+
+
+def test_oip_request_to_records_and_metadata(price: ServingContract) -> None:
+    types = {f.name: f.type for f in RequestSchema(price, online=True).fields}
+    body = {"id": "r1", "inputs": [
+        {"name": "sqft", "shape": [2], "datatype": "FP64", "data": [80.5, 60]},
+        {"name": "rooms", "shape": [2, 1], "datatype": "INT64", "data": [[3], [2]]},
+        {"name": "city", "shape": [2], "datatype": "BYTES", "data": ["Oslo", "Lima"]},
+    ], "outputs": [{"name": "price"}]}  # fmt: skip
+    records, wanted, request_id = oip_records(body, types)
+    assert records[1] == {"sqft": 60, "rooms": 2, "city": "Lima"}
+    assert wanted == ["price"] and request_id == "r1"
+    meta = oip_metadata("houses", ["1"], RequestSchema(price, online=True).describe(),
+                        [("price", "double")])  # fmt: skip
+    assert {i["name"]: i["datatype"] for i in meta["inputs"]}["rooms"] == "INT64"
+    assert meta["outputs"] == [{"name": "price", "datatype": "FP64", "shape": [-1]}]
+
+
+@pytest.mark.parametrize(
+    ("tensor", "field"),
+    [
+        ({"name": "shoe", "shape": [1], "datatype": "FP64", "data": [1]}, "inputs[shoe]"),
+        ({"name": "sqft", "shape": [1], "datatype": "BYTES", "data": ["1"]}, "inputs[sqft].datatype"),
+        ({"name": "sqft", "shape": [1], "datatype": "FP99", "data": [1]}, "inputs[sqft].datatype"),
+        ({"name": "sqft", "shape": [2], "datatype": "FP64", "data": [1]}, "inputs[sqft].data"),
+        ({"name": "sqft", "shape": [1, 2], "datatype": "FP64", "data": [1, 2]}, "inputs[sqft].shape"),
+        ({"name": "sqft", "shape": "1", "datatype": "FP64", "data": [1]}, "inputs[sqft].shape"),
+        ({"name": "sqft", "shape": [1], "datatype": "FP64", "data": 1}, "inputs[sqft].data"),
+        ({"shape": [1], "datatype": "FP64", "data": [1]}, "inputs[0].name"),
+        ("sqft", "inputs[0]"),
+    ],
+)  # fmt: skip
+def test_bad_oip_tensors_are_named(price: ServingContract, tensor: Any, field: str) -> None:
+    types = {f.name: f.type for f in RequestSchema(price, online=True).fields}
+    with pytest.raises(RequestError) as info:
+        oip_records({"inputs": [tensor]}, types)
+    assert info.value.status == 422
+    assert info.value.body["fields"][0]["field"] == field
+
+
+def test_model_frame_follows_the_signature(price: ServingContract) -> None:
+    schema = RequestSchema(price, online=True)
+    rows = [schema.validate(HOUSE)[0], schema.validate({**HOUSE, "garden": True, "rooms": 1})[0]]
+    frame = model_frame(price, rows, {"area_median_price": [350000.0, None]})
+    assert list(frame.columns) == [c.name for c in PRICE_SIGNATURE.inputs.inputs]
+    assert frame["sqft"].dtype == np.float64 and frame["rooms"].dtype == np.int64
+    assert str(frame["listed"].dtype).startswith("datetime64")
+    assert math.isnan(frame["area_median_price"][1]) and frame["garden"].tolist() == [None, True]
+    PRICE_SIGNATURE.inputs  # MLflow's own enforcement accepts it
+    from mlflow.models.utils import _enforce_schema
+
+    _enforce_schema(frame, PRICE_SIGNATURE.inputs)
+
+
+def test_outputs_are_named_by_the_signature(price: ServingContract) -> None:
+    assert named_outputs(price, np.array([1.5, np.nan]), 2) == [{"price": 1.5}, {"price": None}]
+    assert named_outputs(price, pd.DataFrame({"price": [2.0]}), 1) == [{"price": 2.0}]
+    assert named_outputs(price, pd.Series([3.0]), 1) == [{"price": 3.0}]
+    two = contract_from("m", "1", ModelSignature(PRICE_SIGNATURE.inputs,
+                        Schema([ColSpec("double", "lo"), ColSpec("double", "hi")])), {})  # fmt: skip
+    assert named_outputs(two, np.array([[1.0, 2.0]]), 1) == [{"lo": 1.0, "hi": 2.0}]
+    bare = contract_from("m", "1", ModelSignature(PRICE_SIGNATURE.inputs), {})
+    assert named_outputs(bare, np.array([[1, 2]]), 1) == [{"prediction": [1, 2]}]
+    with pytest.raises(ValueError, match="rows"):
+        named_outputs(price, np.array([1.0]), 2)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"", b"{oops", b'{"a": NaN}', b'{"a": Infinity}', b'{"a": 1e999}', b"[" * 100000,
+     b'"\xff"', b"1" * 5000],
+)  # fmt: skip
+def test_bodies_that_are_not_strict_json_are_400(raw: bytes) -> None:
+    with pytest.raises(RequestError) as info:
+        parse_json(raw)
+    assert info.value.status == 400 and "JSON" in info.value.body["error"] or raw == b""
+
+
+# -- property-based: any body, in any format, is records or a RequestError ---------------------
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False,
+                     allow_infinity=False), st.text(max_size=12))  # fmt: skip
+_json_values = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    max_leaves=20)  # fmt: skip
+_field_names = st.sampled_from([*HOUSE, "area_median_price", "records", "inputs", "dataframe_split",
+                                "dataframe_records", "instances", "columns", "data", "name",
+                                "shape", "datatype", "x"])  # fmt: skip
+_records = st.dictionaries(_field_names, _json_values, max_size=8)
+_bodies = st.one_of(
+    _json_values,
+    _records,
+    st.builds(lambda r: {"records": r}, st.lists(_records, max_size=3)),
+    st.builds(lambda k, v: {k: v}, st.sampled_from(["dataframe_records", "dataframe_split",
+                                                    "instances", "inputs"]), _json_values),
+    st.builds(lambda names, data: {"inputs": [{"name": n, "shape": [len(data)], "datatype": "FP64",
+                                               "data": data} for n in names]},
+              st.lists(_field_names, max_size=3), st.lists(_scalars, max_size=3)),
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=_bodies)
+def test_fuzz_every_body_is_records_or_a_client_error(price: ServingContract, body: Any) -> None:
+    schema = RequestSchema(price, online=True)
+    types = {f.name: f.type for f in schema.fields}
+    for parse in (lambda b: predict_records(b)[0], lambda b: mlflow_records(b)[0],
+                  lambda b: oip_records(b, types)[0]):  # fmt: skip
+        try:
+            records = parse(parse_json(json.dumps(body).encode()))
+        except RequestError as exc:
+            assert 400 <= exc.status < 500 and exc.body["error"]
+            json.dumps(exc.body, allow_nan=False)
+            continue
+        for i, record in enumerate(records):
+            row, errors = schema.validate(record, f"records[{i}].")
+            assert (row is None) == bool(errors)
+            json.dumps(errors, allow_nan=False)
+            if row is not None:
+                model_frame(price, [row], {"area_median_price": [None]})
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(max_size=64))
+def test_fuzz_raw_bytes_never_escape_as_anything_but_400(raw: bytes) -> None:
+    try:
+        parse_json(raw)
+    except RequestError as exc:
+        assert exc.status == 400
