@@ -263,7 +263,7 @@ def test_model_frame_follows_the_signature(price: ServingContract) -> None:
     assert frame["sqft"].dtype == np.float64 and frame["rooms"].dtype == np.int64
     assert str(frame["listed"].dtype).startswith("datetime64")
     assert math.isnan(frame["area_median_price"][1]) and frame["garden"].tolist() == [None, True]
-    PRICE_SIGNATURE.inputs  # MLflow's own enforcement accepts it
+    # MLflow's own enforcement accepts it
     from mlflow.models.utils import _enforce_schema
 
     _enforce_schema(frame, PRICE_SIGNATURE.inputs)

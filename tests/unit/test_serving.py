@@ -1,6 +1,6 @@
-"""Serving pieces without a cluster (requests and contracts: test_contract.py): the split, the analysis, the
-Serve config and its rollout changes, and the Kubernetes backend's RayService objects
-(validated against the KubeRay v1.7.0 CRD schema)."""
+"""Serving pieces without a cluster (requests and contracts are in test_contract.py):
+the split, the analysis, the Serve config and its rollout changes, and the Kubernetes
+backend's RayService objects (validated against the KubeRay v1.7.0 CRD schema)."""
 
 from __future__ import annotations
 
