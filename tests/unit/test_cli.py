@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 from pathlib import Path
@@ -180,3 +181,38 @@ def test_a_failed_jobs_reason_names_the_error_not_a_traceback() -> None:
     assert _last_line("Traceback (most recent call last):\n") == ""
     assert _mid_traceback(logs)  # so the CLI waits a little for the error line
     assert not _mid_traceback(logs.rsplit("(RayTrainWorker pid=11626) Traceback", 1)[0])
+
+
+def test_a_workload_of_ones_own_plugs_in_through_settings(
+    shipyard_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`data generate` and `features get` run the modules that workload.* names, with
+    the arguments as given; prepare/report frame them, the RESULT line is the result."""
+    (tmp_path / "my_flow.py").write_text(
+        "import json, sys\n"
+        "from shipyard.settings import load_settings\n"
+        "def prepare(settings, argv):\n"
+        "    return [*argv, '--root', str(settings.data_root)]\n"
+        "def main(argv):\n"
+        "    print('running', ' '.join(argv), load_settings().ray.workers)\n"
+        "    print('RESULT ' + json.dumps({'argv': argv}))\n"
+        "    return 3 if '--fail' in argv else 0\n"
+        "def report(argv, result, echo):\n"
+        "    echo(f\"reported {result['argv'][:2]}\")\n"
+    )  # fmt: skip
+    env = dict(shipyard_env, PYTHONPATH=str(tmp_path), SHIPYARD_WORKLOAD__GENERATE="my_flow",
+               SHIPYARD_WORKLOAD__FEATURES_JOBS="my_flow", SHIPYARD_RAY__WORKERS="4")  # fmt: skip
+    root = shipyard_env["SHIPYARD_DATA_ROOT"]
+    ran = run("data", "generate", "--rows", "7", env=env)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == f"running --rows 7 --root {root} 4\nreported ['--rows', '7']\n"
+    got = run("features", "get", "--customer", "c", "--json", env=env)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.startswith("running get")
+    result = json.loads(got.stdout.split("\n", 1)[1])
+    assert result["argv"] == ["get", "--customer", "c", "--root", root]
+    failed = run("data", "generate", "--fail", env=env)
+    assert failed.returncode == 3 and "reported" not in failed.stdout
+    missing = run("data", "generate", env=dict(env, SHIPYARD_WORKLOAD__GENERATE="no_such_flow"))
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert missing.stderr.startswith("error: cannot import workload.generate='no_such_flow'")

@@ -99,3 +99,34 @@ def test_missing_config_file(shipyard_env: dict[str, str], tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="does not exist") as err:
         load_settings(tmp_path / "nope.yaml")
     assert "--config" in (err.value.hint or "")
+
+
+def test_the_workload_defaults_to_the_fraud_pipelines_and_names_a_bad_path(
+    shipyard_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = load_settings().workload
+    assert w.features_build == "pipelines.features.build"
+    assert w.feature_definitions == "pipelines.features.repo:definitions"
+    assert w.worker_setup_hook == "pipelines.features._feast_fixes.install"
+    monkeypatch.setenv("SHIPYARD_WORKLOAD__TRAIN", "my_team.train")
+    assert load_settings().workload.train == "my_team.train"
+    bad = write(tmp_path / "s.yaml", "workload:\n  feature_definitions: repo.definitions\n")
+    with pytest.raises(ConfigError, match=r"workload\.feature_definitions='repo\.definitions'"):
+        load_settings(bad)
+    typo = write(tmp_path / "t.yaml", "workload:\n  trian: x\n")
+    with pytest.raises(ConfigError, match=r"workload\.trian: unknown setting"):
+        load_settings(typo)
+
+
+def test_an_entrypoint_gets_the_clis_settings_as_they_are(
+    shipyard_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shipyard.settings import SETTINGS_ENV
+
+    config = write(tmp_path / "s.yaml", "ray:\n  workers: 3\nworkload:\n  demo: my.demo\n")
+    cli = load_settings(config)
+    monkeypatch.setenv(SETTINGS_ENV, cli.model_dump_json())
+    monkeypatch.setenv("SHIPYARD_RAY__WORKERS", "5")  # the job's own environment: ignored
+    job = load_settings()
+    assert job.model_dump() == cli.model_dump() and job.ray.workers == 3
+    assert load_settings(config).ray.workers == 5  # an explicit file still wins
