@@ -37,6 +37,10 @@ def connect(
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False
+    if num_cpus is None and os.environ.get("SHIPYARD_SETTINGS_JSON"):  # `shipyard ... --local`
+        from shipyard.settings import load_settings
+
+        num_cpus = load_settings().ray.cpus_per_node
     ray.init(
         _node_ip_address="127.0.0.1",
         include_dashboard=False,
