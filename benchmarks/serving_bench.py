@@ -72,10 +72,26 @@ TARGETS = {
 
 
 # -- the model input, as the predictor builds it from a request (online features off) ----------
-def model_frame(tx: dict[str, Any]) -> Any:
-    from services.predictor.app import request_model_input
+_SCHEMA: dict[str, Any] = {}
 
-    return request_model_input([tx])[0]
+
+def use_contract(tracking_uri: str, model: str, version: str) -> None:
+    """The version's serving contract, read from the registry as the replicas read it."""
+    from shipyard.contract import read_contract
+
+    from services.router.schema import RequestSchema
+
+    _SCHEMA["request"] = RequestSchema(read_contract(tracking_uri, model, version), online=False)
+
+
+def model_frame(tx: dict[str, Any]) -> Any:
+    from services.predictor.app import model_frame as frame_of
+
+    schema = _SCHEMA["request"]
+    row, errors = schema.validate(tx)
+    if errors:
+        raise ValueError(f"invalid request: {errors}")
+    return frame_of(schema.contract, [row], None)
 
 
 def _probability(result: Any) -> float:
@@ -100,6 +116,7 @@ def bare_server(port: int, tracking_uri: str, model_name: str, version: str) -> 
     torch.set_num_threads(1)
     mlflow.set_tracking_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+    use_contract(tracking_uri, model_name, version)
 
     def forward(tx: dict[str, Any]) -> float:
         return _probability(model.predict(model_frame(tx)))
@@ -196,8 +213,8 @@ def _transactions(settings: Any, count: int) -> list[dict[str, Any]]:
         txs.append({"transaction_id": f"bench-{i}", "customer_id": r.customer_id,
                     "merchant_id": r.merchant_id, "amount": float(r.amount),
                     "currency": r.currency, "category": r.category, "country": r.country,
-                    "timestamp": ts, "features": features})  # fmt: skip
-    missing = sum(all(v is None for v in t["features"].values()) for t in txs)
+                    "timestamp": ts, **features})  # fmt: skip
+    missing = sum(all(t[c] is None for c in FEATURE_INPUTS) for t in txs)
     if missing:
         print(f"warning: {missing} of {count} sampled transactions have no online features")
     return txs
@@ -487,9 +504,13 @@ def main() -> int:
     print(f"{model} version {resolved.version}; requests per cell: c1 {counts[1]}, c16 {counts[16]}; "
           f"Serve at {settings.serve_url}", flush=True)  # fmt: skip
 
+    from pipelines.training.model import FEATURE_INPUTS
+
+    use_contract(settings.tracking_uri, model, resolved.version)
     txs = _transactions(settings, args.transactions)
     with_features = [json.dumps(t).encode() for t in txs]
-    without = [json.dumps({k: v for k, v in t.items() if k != "features"}).encode() for t in txs]
+    without = [json.dumps({k: v for k, v in t.items() if k not in FEATURE_INPUTS}).encode()
+               for t in txs]  # fmt: skip
     frames = [model_frame(t) for t in txs]
 
     results: dict[str, dict[str, Any]] = {k: {} for k in TARGETS}

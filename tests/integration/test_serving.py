@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from shipyard.traffic import Load, transaction
+from shipyard.traffic import Load
 
+from pipelines.data.requests import random_transactions, transaction
 from tests.integration.conftest import TRAINED_MODEL, Built, Platform
 
 pytestmark = pytest.mark.integration
@@ -45,14 +46,18 @@ def client(platform: Platform):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def versions(platform: Platform, trained: dict, client) -> dict[str, str]:  # type: ignore[no-untyped-def]
     import mlflow
+    from shipyard.contract import register_model
 
     from pipelines.training.chaos import register_faulty_version
+    from pipelines.training.model import serving_contract
 
     source = client.get_model_version(TRAINED_MODEL, trained["version"]).source
     mlflow.set_tracking_uri(platform.mlflow)
-    champion = mlflow.register_model(source, MODEL).version
+    contract = serving_contract()  # the one registration call, as the training job makes it
+    champion = register_model(platform.mlflow, source, MODEL, **contract)
     client.set_registered_model_alias(MODEL, "champion", champion)
-    healthy = mlflow.register_model(source, MODEL, tags={"gate.passed": "True"}).version
+    healthy = register_model(platform.mlflow, source, MODEL, tags={"gate.passed": "True"},
+                             **contract)  # fmt: skip
     faulty = register_faulty_version(platform.mlflow, MODEL, str(healthy), error_share=0.5)
     return {"champion": str(champion), "healthy": str(healthy), "faulty": faulty}
 
@@ -116,7 +121,7 @@ def test_predictions_over_http_equal_in_process(
     rows = built.good[built.good["customer_id"].isin(customers)].head(20)
     txs = [transaction(i, r.customer_id, r.merchant_id, float(r.amount)) for i, r in
            enumerate(rows.itertuples())] + [transaction(99, "c_nobody", "m_nobody", 10.0)]  # fmt: skip
-    batch = requests.post(f"{served}/predict", json={"transactions": txs}, timeout=60)
+    batch = requests.post(f"{served}/predict", json={"records": txs}, timeout=60)
     assert batch.status_code == 200, batch.text
     answers = batch.json()["predictions"]
     single = requests.post(f"{served}/predict", json=txs[0], timeout=30).json()
@@ -145,10 +150,12 @@ BAD = [
     (json.dumps({k: v for k, v in transaction(1, "c_1").items() if k != "customer_id"}), 422,
      "customer_id"),
     (json.dumps(transaction(1, "c_1") | {"amount": "12"}), 422, "amount"),
-    (json.dumps(transaction(1, "c_1") | {"currency": "DOGE"}), 422, "currency"),
+    (json.dumps(transaction(1, "c_1") | {"category": "casino"}), 422, "category"),
     (json.dumps(transaction(1, "c_1") | {"timestamp": "tomorrow"}), 422, "timestamp"),
-    (json.dumps({"transactions": [transaction(1, "c_1"), {"amount": 1}]}), 422,
-     "transactions[1].customer_id"),
+    (json.dumps(transaction(1, "c_1") | {"timestamp": "0001-01-01T00:00:00"}), 422, "timestamp"),
+    (json.dumps(transaction(1, "c_1") | {"cust_tx_count_7d": 3}), 422, "cust_tx_count_7d"),
+    (json.dumps({"records": [transaction(1, "c_1"), {"amount": 1}]}), 422,
+     "records[1].customer_id"),
 ]  # fmt: skip
 
 
@@ -166,10 +173,215 @@ def test_bad_input_is_a_4xx_naming_the_field_and_serving_goes_on(served: str) ->
     assert ok.status_code == 200 and 0 <= ok.json()["fraud_probability"] <= 1
 
 
+GBT = f"it-gbt-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def gbt(platform: Platform, trained: dict, client, customers: list[str]) -> str:  # type: ignore[no-untyped-def]
+    """A second flavor on the same features: scikit-learn trees, logged with MLflow's
+    sklearn flavor, registered through the same call, deployed next to the MLP."""
+    from pipelines.training.gbt import train_gbt
+
+    saved = Path(client.get_run(trained["run_id"]).data.tags["data.training_set"])
+    result = train_gbt(saved, platform.mlflow, GBT, say=lambda _: None)
+    assert result.gate_passed and "champion" in result.aliases, result
+    deployed = platform.run("deploy", f"{GBT}@champion", timeout=400)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    return f"{platform.serve}/{GBT}"
+
+
+def _in_process(platform: Platform, built: Built, model: str, version: str,
+                txs: list[dict]) -> np.ndarray:  # fmt: skip
+    """The oracle: the registry's model, loaded here, on the workload's own input frame
+    from the same online features (not the serving path's code)."""
+    import mlflow
+
+    from pipelines.features.store import online_features, open_store
+    from pipelines.training.model import REQUEST_INPUTS, to_model_input
+
+    store = open_store(built.features / "repo" / "local")
+    frame = pd.DataFrame([{**online_features(store, tx["customer_id"], tx["merchant_id"],
+                                             tx["amount"]), **{k: tx[k] for k in REQUEST_INPUTS}}
+                          for tx in txs])  # fmt: skip
+    mlflow.set_tracking_uri(platform.mlflow)
+    out = mlflow.pyfunc.load_model(f"models:/{model}/{version}").predict(to_model_input(frame))
+    if isinstance(out, pd.DataFrame):
+        return out["fraud_probability"].to_numpy()
+    return np.asarray(out)[:, -1]  # predict_proba: the fraud class last
+
+
+@pytest.mark.parametrize("flavor", ["pytorch-pyfunc", "sklearn"])
+def test_every_request_format_answers_like_the_registry_model(
+    flavor: str, request: pytest.FixtureRequest, platform: Platform, built: Built,
+    customers: list[str],
+) -> None:  # fmt: skip
+    url = request.getfixturevalue("served" if flavor == "pytorch-pyfunc" else "gbt")
+    name = url.rsplit("/", 1)[1]
+    about = requests.get(f"{url}/", timeout=10).json()
+    version = about["variants"]["stable"]["model_version"]
+    assert about["split"] == "sticky per customer_id" and "fraud_model_v1" in about["features"]
+    fields = [f["name"] for f in about["request_fields"]]
+    rows = built.good[built.good["customer_id"].isin(customers)].head(6)
+    txs = [transaction(i, r.customer_id, r.merchant_id, float(r.amount)) for i, r in
+           enumerate(rows.itertuples())] + [transaction(99, "c_nobody", "m_nobody", 10.0)]  # fmt: skip
+    expected = _in_process(platform, built, name, version, txs)
+    meta = requests.get(f"{platform.serve}/{name}/v2/models/{name}", timeout=10).json()
+    assert meta["name"] == name and meta["versions"] == [version]
+    assert {i["name"] for i in meta["inputs"]} == set(fields)
+    assert "fraud_probability" in {o["name"] for o in meta["outputs"]}
+    ready = requests.get(f"{url}/v2/models/{name}/ready", timeout=10)
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    types = {i["name"]: i["datatype"] for i in meta["inputs"]}
+
+    def post(path: str, body: dict) -> dict:
+        resp = requests.post(f"{url}{path}", json=body, timeout=60)
+        assert resp.status_code == 200, (path, resp.text[:500])
+        return resp.json()
+
+    got = {
+        "predict records": [a["fraud_probability"] for a in
+                            post("/predict", {"records": txs})["predictions"]],
+        "predict one": [post("/predict", tx)["fraud_probability"] for tx in txs],
+        "dataframe_records": [p["fraud_probability"] for p in
+                              post("/invocations", {"dataframe_records": txs})["predictions"]],
+        "dataframe_split": [p["fraud_probability"] for p in post("/invocations", {
+            "dataframe_split": {"columns": fields, "data": [[tx.get(f) for f in fields]
+                                                            for tx in txs]}})["predictions"]],
+        "instances": [p["fraud_probability"] for p in
+                      post("/invocations", {"instances": txs})["predictions"]],
+        "inputs (columns)": [p["fraud_probability"] for p in post("/invocations", {
+            "inputs": {f: [tx.get(f) for tx in txs] for f in fields}})["predictions"]],
+    }  # fmt: skip
+    oip = post(f"/v2/models/{name}/infer", {"id": "q1", "inputs": [
+        {"name": f, "shape": [len(txs)], "datatype": types[f], "data": [tx.get(f) for tx in txs]}
+        for f in fields]})  # fmt: skip
+    assert oip["model_name"] == name and oip["model_version"] == version and oip["id"] == "q1"
+    tensors = {o["name"]: o for o in oip["outputs"]}
+    assert tensors["fraud_probability"]["shape"] == [len(txs)]
+    assert tensors["variant"]["data"] == ["stable"] * len(txs)
+    got["oip v2"] = tensors["fraud_probability"]["data"]
+    for form, values in got.items():
+        np.testing.assert_allclose(values, expected, atol=1e-6, err_msg=form)
+    answers = post("/predict", {"records": txs})["predictions"]
+    assert answers[-1]["features_missing"] == ["customer", "merchant"]
+    assert all(a["features_missing"] == [] for a in answers[:-1])
+    assert answers[0]["transaction_id"] == "t0" and answers[0]["model_version"] == version
+    assert oip["parameters"]["features_missing"][-1] == "customer,merchant"
+
+
+@pytest.mark.parametrize("flavor", ["pytorch-pyfunc", "sklearn"])
+def test_malformed_requests_from_the_signature_are_4xx_naming_the_field(
+    flavor: str, request: pytest.FixtureRequest, customers: list[str],
+) -> None:  # fmt: skip
+    """A table generated from each model's request fields (its signature and contract):
+    missing, null, wrong type, extra nesting, wrong dataframe_split and tensor shapes."""
+    url = request.getfixturevalue("served" if flavor == "pytorch-pyfunc" else "gbt")
+    name = url.rsplit("/", 1)[1]
+    about = requests.get(f"{url}/", timeout=10).json()
+    good = transaction(1, customers[0])
+    cases: list[tuple[str, object, str]] = []
+    for spec in about["request_fields"]:
+        field = spec["name"]
+        if spec["type"] == "any":  # the echoed id takes any JSON value
+            continue
+        wrong = 123 if spec["type"] == "string" else "abc"
+        cases += [("/predict", good | {field: wrong}, field),
+                  ("/predict", good | {field: {"nested": good.get(field)}}, field),
+                  ("/predict", {"records": [good, good | {field: [wrong]}]}, f"records[1].{field}"),
+                  ("/invocations", {"dataframe_records": [good | {field: wrong}]},
+                   f"dataframe_records[0].{field}")]  # fmt: skip
+        if spec["required"]:
+            cases += [("/predict", {k: v for k, v in good.items() if k != field}, field),
+                      ("/predict", good | {field: None}, field)]  # fmt: skip
+    fields = [f["name"] for f in about["request_fields"]]
+    cases += [
+        ("/invocations", {"dataframe_split": {"columns": fields, "data": [[1]]}},
+         "dataframe_split.data[0]"),
+        (f"/v2/models/{name}/infer", {"inputs": [{"name": "amount", "shape": [2],
+                                                  "datatype": "FP64", "data": [1.0]}]},
+         "inputs[amount].data"),
+        (f"/v2/models/{name}/infer", {"inputs": [{"name": "amount", "shape": [1],
+                                                  "datatype": "BYTES", "data": ["1"]}]},
+         "inputs[amount].datatype"),
+        (f"/v2/models/{name}/infer", {"inputs": [{"name": "amount", "shape": [1],
+                                                  "datatype": "FP64", "data": [1.0]}]},
+         "inputs[customer_id][0]"),
+    ]  # fmt: skip
+    with requests.Session() as session:
+        for path, body, field in cases:
+            resp = session.post(f"{url}{path}", json=body, timeout=30)
+            assert 400 <= resp.status_code < 500, (path, body, resp.status_code, resp.text[:300])
+            named = [f["field"] for f in resp.json().get("fields", [])]
+            assert field in named, (path, body, resp.json())
+        ok = session.post(f"{url}/predict", json=good, timeout=30)
+    assert ok.status_code == 200 and 0 <= ok.json()["fraud_probability"] <= 1
+
+
+def test_fuzzed_requests_never_get_a_5xx(served: str, customers: list[str]) -> None:
+    """Random bodies and bytes on every endpoint: a 2xx, or a 4xx with an error body;
+    never a 5xx, a non-JSON answer or a dropped connection. Bounded: 300 requests."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    name = served.rsplit("/", 1)[1]
+    base = transaction(1, customers[0])
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                        st.text(max_size=20), st.sampled_from(["2026-13-01", "1e999", "NaN",
+                        "0001-01-01T00:00:00", "9999-12-31T23:59:59Z", "\ud800"]))  # fmt: skip
+    values = st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+        max_leaves=12)  # fmt: skip
+    record = st.builds(lambda changes: base | changes,
+                       st.dictionaries(st.sampled_from([*base, "cust_tx_count_7d"]), values,
+                                       max_size=4))  # fmt: skip
+    body = st.one_of(
+        record.map(lambda r: ("/predict", json.dumps(r, allow_nan=True).encode())),
+        st.lists(record, max_size=3).map(
+            lambda rs: ("/predict", json.dumps({"records": rs}).encode())),
+        st.tuples(st.sampled_from(["dataframe_records", "instances", "inputs"]),
+                  st.lists(record, max_size=3)).map(
+            lambda kv: ("/invocations", json.dumps({kv[0]: kv[1]}).encode())),
+        st.builds(lambda rs, cut: ("/invocations", json.dumps({"dataframe_split": {
+            "columns": list(base), "data": [list(r.values())[:cut] for r in rs]}}).encode()),
+            st.lists(record, max_size=3), st.integers(0, len(base))),
+        st.lists(st.tuples(st.sampled_from(list(base)), st.lists(scalars, max_size=3),
+                           st.sampled_from(["FP64", "BYTES", "INT64", "BOOL", "FP7"])),
+                 max_size=4).map(lambda ts: (f"/v2/models/{name}/infer", json.dumps({"inputs": [
+            {"name": n, "shape": [len(d)], "datatype": t, "data": d} for n, d, t in ts]},
+            allow_nan=True).encode())),
+        st.tuples(st.sampled_from(["/predict", "/invocations", f"/v2/models/{name}/infer"]),
+                  st.one_of(st.binary(max_size=40), values.map(lambda v: json.dumps(v).encode()),
+                            st.just(b"[" * 5000), st.just(b'{"amount": NaN}'))),
+    )  # fmt: skip
+    seen: Counter = Counter()
+    session = requests.Session()
+
+    @settings(max_examples=300, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(case=body)
+    def check(case: tuple[str, bytes]) -> None:
+        path, raw = case
+        resp = session.post(f"{served}{path}", data=raw, timeout=30,
+                            headers={"Content-Type": "application/json"})  # fmt: skip
+        seen[resp.status_code] += 1
+        assert resp.status_code < 500, (path, raw[:300], resp.status_code, resp.text[:300])
+        doc = resp.json()  # always JSON
+        if resp.status_code >= 400:
+            assert doc.get("error"), doc
+
+    check()
+    session.close()
+    assert seen[200] and sum(n for s, n in seen.items() if 400 <= s < 500), seen
+    ok = requests.post(f"{served}/predict", json=base, timeout=30)
+    assert ok.status_code == 200, ok.text
+
+
 def test_good_canary_split_restart_and_promotion(
     served: str, platform: Platform, versions: dict[str, str], customers: list[str], client
 ) -> None:  # type: ignore[no-untyped-def]
-    with Load(f"{served}/predict", customers, rate=25, threads=3, max_seconds=900) as load:
+    with Load(
+        f"{served}/predict", random_transactions(customers), rate=25, threads=3, max_seconds=900
+    ) as load:
         started = platform.run("canary", "start", MODEL, "--version", versions["healthy"],
                                "--steps", "30,100", *PLAN, "--interval", "8s",
                                timeout=200)  # fmt: skip
@@ -185,7 +397,7 @@ def test_good_canary_split_restart_and_promotion(
         keys = [f"split_{i:05d}" for i in range(2000)]
 
         def ask(chunk: list[str]) -> list[str]:
-            body = {"transactions": [transaction(0, k) for k in chunk]}
+            body = {"records": [transaction(0, k) for k in chunk]}
             resp = requests.post(f"{served}/predict", json=body, timeout=60)
             assert resp.status_code == 200 and resp.json()["failed"] == 0, resp.text[:500]
             return [p["variant"] for p in resp.json()["predictions"]]
@@ -241,7 +453,9 @@ def test_registry_watch_rolls_out_a_bad_challenger_and_rolls_it_back(
                          "--failure-threshold", "2", timeout=200)  # fmt: skip
     assert watch.returncode == 0, watch.stdout + watch.stderr
     assert "registry watch on" in watch.stdout
-    with Load(f"{served}/predict", customers, rate=25, threads=3, max_seconds=600) as load:
+    with Load(
+        f"{served}/predict", random_transactions(customers), rate=25, threads=3, max_seconds=600
+    ) as load:
         client.set_registered_model_alias(MODEL, "challenger", versions["faulty"])
         state = _wait_for(platform, lambda s: s.get("canary_version") == versions["faulty"]
                           and s["status"] in ("promoted", "rolled_back"), 240, "the rollback")  # fmt: skip
