@@ -68,5 +68,3 @@ def open_store(repo: Path) -> Any:
             f"no feature_store.yaml in {repo}", hint="run `shipyard features apply` first"
         )
     return FeatureStore(repo_path=str(repo))
-
-

@@ -67,9 +67,8 @@ def backend_for(settings: Settings) -> ServeBackend:
 
 def resolve_version(settings: Settings, ref: str) -> Resolved:
     """A model reference to an explicit registered version number."""
-    from shipyard.models import show
-
     from shipyard.contract import read_contract
+    from shipyard.models import show
 
     parsed = parse_ref(ref)
     info = show(settings, ref)
