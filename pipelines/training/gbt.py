@@ -26,6 +26,7 @@ import pandas as pd
 __all__ = ["GbtResult", "hour_features", "train_gbt"]
 
 OUTPUTS = ("legit_probability", "fraud_probability")
+_TRUSTED = ["sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"]
 
 
 def hour_features(frame: pd.DataFrame) -> np.ndarray:
@@ -120,6 +121,8 @@ def train_gbt(training_set: Path, tracking_uri: str, name: str = "fraud-gbt", *,
         info = mlflow.sklearn.log_model(
             pipeline, name="model", signature=signature, input_example=example,
             pyfunc_predict_fn="predict_proba",
+            # the skops format refuses types it cannot vouch for; these are ours
+            skops_trusted_types=[f"{__name__}.hour_features", *_TRUSTED],
             code_paths=[str(Path(__file__).resolve().parents[1])],
         )  # fmt: skip
     say("[gbt 3/3] registering it with the fraud model's serving contract, and the gate")
@@ -150,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="fraud-gbt")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    # through the module, not __main__, so the pickled pipeline names its functions by path
+    from pipelines.training import gbt
+
     try:
-        result = train_gbt(args.training_set, args.tracking_uri, args.name, seed=args.seed)
+        result = gbt.train_gbt(args.training_set, args.tracking_uri, args.name, seed=args.seed)
     except ShipyardError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         if exc.hint:

@@ -293,7 +293,7 @@ class Router:
             self.window.record(variant, status < 500, latency)
         id_field = self.schemas[self.versions["stable"] or ""].contract.id_field \
             if self.versions["stable"] in self.schemas else None  # fmt: skip
-        head = {id_field: row.get(id_field)} if id_field else {}
+        head = {id_field: row[id_field]} if id_field and row.get(id_field) is not None else {}
         return {**head, **result, "variant": variant}
 
     # -- metrics to the rollout controller -----------------------------------------------------
