@@ -480,9 +480,14 @@ def serve_status_cmd(obj: _Ctx, as_json: bool) -> None:
         click.echo(f"{app['application']}  {app['status']}  {app['route']}  "
                    f"{app['message']}".rstrip())  # fmt: skip
         weight = app.get("canary_weight", 0.0)
-        click.echo(f"  stable v{app.get('stable_version')}  {100 - weight:g}%   canary "
-                   f"{'v' + str(app['canary_version']) if app.get('canary_version') else '-'}"
-                   f"  {weight:g}%   rollout: {app.get('rollout') or 'none'}")  # fmt: skip
+        if app.get("kind") == "gateway":
+            click.echo(
+                "  Open Inference Protocol v2 for every model: /v2/models/NAME[/ready|/infer]"
+            )
+        else:
+            click.echo(f"  stable v{app.get('stable_version')}  {100 - weight:g}%   canary "
+                       f"{'v' + str(app['canary_version']) if app.get('canary_version') else '-'}"
+                       f"  {weight:g}%   rollout: {app.get('rollout') or 'none'}")  # fmt: skip
         for name, dep in app["deployments"].items():
             replicas = "?" if dep.get("replicas") is None else dep["replicas"]
             click.echo(f"  {name:<8} {dep.get('status', ''):<10} replicas running: {replicas}")

@@ -89,12 +89,22 @@ def get_app(backend: ServeBackend, app: str) -> dict[str, Any] | None:
 def put_app(backend: ServeBackend, app_config: dict[str, Any], base: dict[str, Any]) -> None:
     """Replace (or add) one application, keeping every other one as deployed.
     ``base`` supplies the top-level options when no config exists yet."""
+    put_apps(backend, [app_config], base)
+
+
+def put_apps(backend: ServeBackend, apps: list[dict[str, Any]], base: dict[str, Any]) -> None:
+    """Replace (or add) these applications in one write, keeping every other one."""
     config = backend.read_config() or {}
     if not config.get("applications"):
         config = {k: v for k, v in base.items() if k != "applications"}
         config["applications"] = []
-    apps = [a for a in config["applications"] if a.get("name") != app_config["name"]]
-    config["applications"] = [*apps, app_config]
+    new = {a["name"]: a for a in apps}
+    current = config["applications"]
+    names = {a.get("name") for a in current}
+    # in place, so the order (the chart's first application) never changes; new ones last
+    config["applications"] = [new.get(a.get("name"), a) for a in current] + [
+        a for a in apps if a["name"] not in names
+    ]
     backend.write_config(config)
 
 

@@ -24,7 +24,7 @@ from shipyard.serve_backends import (
     LocalBackend,
     ServeBackend,
     get_app,
-    put_app,
+    put_apps,
     wait_ready,
 )
 from shipyard.settings import Settings
@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 IMPORT_PATH = "services.router.app:build_app"
+GATEWAY_APP, GATEWAY_IMPORT_PATH = "oip-v2", "services.gateway.app:build_app"
+#: Model names that would collide with the gateway's application or route.
+RESERVED = frozenset({GATEWAY_APP, "v2"})
 # The Serve config the Helm chart ships; its RayService fills in the install's values.
 CHART_CONFIG = Path(__file__).resolve().parents[2] / "deploy/helm/shipyard/files/serve-config.json"
 READY_TIMEOUT_S = 180.0
@@ -71,6 +74,10 @@ def resolve_version(settings: Settings, ref: str) -> Resolved:
     from shipyard.models import show
 
     parsed = parse_ref(ref)
+    if parsed.name in RESERVED:
+        raise ConfigError(f"a model cannot be served under the name {parsed.name!r}",
+                          hint=f"{', '.join(sorted(RESERVED))} are the OIP gateway's; "
+                          "register the model under another name")  # fmt: skip
     info = show(settings, ref)
     if info.status != "READY":
         raise ModelNotFoundError(
@@ -151,10 +158,33 @@ def app_config(settings: Settings, model: str, stable_version: str | None) -> di
     return app
 
 
+def gateway_config() -> dict[str, Any]:
+    """The Open Inference Protocol's root paths (``/v2/models/NAME/...``) for every
+    model: a small application that forwards to each model's router."""
+    return {
+        "name": GATEWAY_APP,
+        "route_prefix": "/v2",
+        "import_path": GATEWAY_IMPORT_PATH,
+        "args": {},
+        "deployments": [{
+            "name": "gateway",
+            "max_ongoing_requests": 256,
+            "max_queued_requests": 512,
+            "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 2,
+                                   "target_ongoing_requests": 64},
+            "graceful_shutdown_timeout_s": 20,
+            "ray_actor_options": {"num_cpus": 0.05},
+        }],
+    }  # fmt: skip
+
+
 def serve_config(settings: Settings, apps: list[dict[str, Any]]) -> dict[str, Any]:
-    """The whole ``serve deploy`` document. Locally one HTTP proxy on the head, bound
-    to loopback; in a cluster a proxy on every node, on all interfaces of the pod."""
+    """The whole ``serve deploy`` document: the models' applications and the OIP
+    gateway. Locally one HTTP proxy on the head, bound to loopback; in a cluster a
+    proxy on every node, on all interfaces of the pod."""
     local = settings.serve_backend == "local"
+    if apps and all(a.get("name") != GATEWAY_APP for a in apps):
+        apps = [*apps, gateway_config()]
     return {
         "proxy_location": "HeadOnly" if local else "EveryNode",
         "http_options": {
@@ -272,7 +302,7 @@ def deploy(settings: Settings, ref: str, *, wait: bool = True, dry_run: bool = F
     echo(f"deploying {resolved.model} version {resolved.version} (from {ref}) "
          f"through the {backend.kind} backend ...")  # fmt: skip
     started = time.monotonic()
-    put_app(backend, app, config)
+    put_apps(backend, [app, gateway_config()], config)
     if wait:
         wait_ready(backend, app["name"], {"router": 1, "stable": 1}, timeout=READY_TIMEOUT_S)
         echo(f"ready in {time.monotonic() - started:.0f}s: POST {result['route']}/predict")
@@ -290,6 +320,7 @@ def serve_status(settings: Settings) -> list[dict[str, Any]]:
         rollout = backend.load_state(app["name"])
         out.append({
             "application": app["name"],
+            "kind": "gateway" if app["name"] == GATEWAY_APP else "model",
             "route": f"{settings.serve_url}{app.get('route_prefix', '/')}",
             "status": status.status if status else "ABSENT",
             "message": status.message if status else "",

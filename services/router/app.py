@@ -160,25 +160,36 @@ class Router:
         path = request.url.path.rstrip("/")
         prefix = request.scope.get("root_path", "").rstrip("/")
         path = path[len(prefix) :] if prefix and path.startswith(prefix) else path
-        method = request.method
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return _error(413, f"the body has {int(length):,} bytes; at most {MAX_BODY_BYTES:,}")
+        body = await request.body() if request.method == "POST" else b""
+        status, doc = await self.respond(request.method, path, body,
+                                        request.headers.get("content-type", ""))  # fmt: skip
+        return _json(doc, status)
+
+    async def respond(self, method: str, path: str, body: bytes = b"",
+                     content_type: str = "") -> tuple[int, Any]:  # fmt: skip
+        """One request, as ``(status, JSON document)``; the OIP gateway at ``/v2`` calls
+        it too, so both routes answer alike."""
         v2 = f"/v2/models/{self.model}"
         try:
             if path in ("/predict", "/invocations", f"{v2}/infer"):
                 if method != "POST":
-                    return _error(405, f"use POST {path} with a JSON body")
-                return await self._post(path, request)
+                    return 405, {"error": f"use POST {path} with a JSON body"}
+                return await self._post(path, body, content_type)
             if method != "GET":
-                return _error(405, f"{method} is not allowed on {path or '/'}")
+                return 405, {"error": f"{method} is not allowed on {path or '/'}"}
             if path in ("/healthz", "/ping", f"{v2}/ready"):
                 return await self._health(oip=path.endswith("/ready"))
             if path == v2:
                 return self._metadata()
             if path == "":
-                return _json(self.describe())
+                return 200, self.describe()
         except RequestError as exc:
-            return _json(exc.body, exc.status)
-        return _error(404, f"no route {path}; use POST /predict, POST /invocations, "
-                           f"POST {v2}/infer, GET {v2}, GET /healthz or GET /")  # fmt: skip
+            return exc.status, exc.body
+        return 404, {"error": f"no route {path}; use POST /predict, POST /invocations, "
+                              f"POST {v2}/infer, GET {v2}, GET /healthz or GET /"}  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         weights = {"stable": 100.0 - self.weight, "canary": self.weight}
@@ -209,52 +220,49 @@ class Router:
         stable = self.schema()
         return [(c.name, c.type) for c in stable.contract.outputs] if stable is not None else []
 
-    def _metadata(self) -> Response:
+    def _loaded(self) -> RequestSchema:
         stable = self.schema()
         if stable is None:
             raise RequestError(503, f"{self.model} has no model version loaded yet; retry shortly")
-        versions = [v for v in (self.versions["stable"], self.versions["canary"]) if v]
-        return _json(oip_metadata(self.model, versions, stable.describe(), self._outputs()))
+        return stable
 
-    async def _health(self, oip: bool = False) -> Response:
+    def _metadata(self) -> tuple[int, Any]:
+        stable = self._loaded()
+        versions = [v for v in (self.versions["stable"], self.versions["canary"]) if v]
+        return 200, oip_metadata(self.model, versions, stable.describe(), self._outputs())
+
+    async def _health(self, oip: bool = False) -> tuple[int, Any]:
         try:
             info = await self.handles["stable"].info.remote()
         except Exception as exc:  # noqa: BLE001 - readiness reports it
-            return _json({"status": "not ready", "ready": False, "reason": str(exc)[:300]}, 503)
+            return 503, {"status": "not ready", "ready": False, "reason": str(exc)[:300]}
         if not info["loaded"]:
-            return _json({"status": "not ready", "ready": False,
-                          "reason": "stable has no model loaded", **info}, 503)  # fmt: skip
+            return 503, {"status": "not ready", "ready": False,
+                         "reason": "stable has no model loaded", **info}  # fmt: skip
         if oip:
-            return _json({"name": self.model, "ready": True})
-        return _json({"status": "ready", "model": self.model,
-                      "stable_version": info["model_version"]})  # fmt: skip
+            return 200, {"name": self.model, "ready": True}
+        return 200, {"status": "ready", "model": self.model,
+                     "stable_version": info["model_version"]}  # fmt: skip
 
-    async def _post(self, path: str, request: Request) -> Response:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > MAX_BODY_BYTES:
-            raise RequestError(
-                413, f"the body has {int(length):,} bytes; at most {MAX_BODY_BYTES:,}"
-            )
-        if request.headers.get("content-type", "").startswith("text/csv"):
+    async def _post(self, path: str, raw: bytes, content_type: str) -> tuple[int, Any]:
+        if content_type.startswith("text/csv"):
             raise RequestError(415, "send JSON (Content-Type: application/json); CSV is not taken")
-        body = parse_json(await request.body())
+        body = parse_json(raw)
         if path == "/predict":
             records, single, name = predict_records(body)
             results = await self._predict(records, name)
             if single:
-                return _json(results[0], results[0].pop("status", 200))
+                status = results[0].pop("status", 200)
+                return status, results[0]
             failed = sum("error" in r for r in results)
             for r in results:
                 r.pop("status", None)
-            return _json({"predictions": results, "count": len(results), "failed": failed})
+            return 200, {"predictions": results, "count": len(results), "failed": failed}
         if path == "/invocations":
             records, name = mlflow_records(body)
             results = await self._predict(records, name)
             return _all_or_error(results, lambda: {"predictions": results})
-        stable = self.schema()
-        if stable is None:
-            raise RequestError(503, f"{self.model} has no model version loaded yet; retry shortly")
-        types = {f.name: f.type for f in stable.fields}
+        types = {f.name: f.type for f in self._loaded().fields}
         records, wanted, request_id = oip_records(body, types)
         results = await self._predict(records, lambda i: f"#{i}#", oip=True)
         return _all_or_error(results, lambda: oip_response(self.model, results, self._outputs(),
@@ -262,8 +270,7 @@ class Router:
 
     async def _predict(self, records: list[Any], name: Any, oip: bool = False) -> list[dict]:
         """Route, validate (each record against its variant's contract) and predict."""
-        if self.schema() is None:
-            raise RequestError(503, f"{self.model} has no model version loaded yet; retry shortly")
+        self._loaded()
         variants = [self.variant_for(r) for r in records]
         rows, errors = [], []
         for i, (record, variant) in enumerate(zip(records, variants, strict=True)):
@@ -363,18 +370,18 @@ def _error(status: int, message: str) -> Response:
     return _json({"error": message}, status)
 
 
-def _all_or_error(results: list[dict[str, Any]], ok: Any) -> Response:
+def _all_or_error(results: list[dict[str, Any]], ok: Any) -> tuple[int, Any]:
     """MLflow and OIP clients take a request whole: any failed record fails it, with
     the worst status (503 overloaded, then 500, then 422) and every record's answer."""
     statuses = [r.pop("status", 200) for r in results]
     failed = [s for s in statuses if s != 200]
     if not failed:
-        return _json(ok())
+        return 200, ok()
     status = 503 if 503 in failed else 500 if 500 in failed else max(failed)
     first = next(r for r in results if "error" in r)
-    return _json({"error": f"{len(failed)} of {len(results)} records failed; first: "
-                           f"{first['error']}", "error_code": "BAD_REQUEST" if status < 500
-                  else "INTERNAL_ERROR", "predictions": results}, status)  # fmt: skip
+    return status, {"error": f"{len(failed)} of {len(results)} records failed; first: "
+                             f"{first['error']}", "error_code": "BAD_REQUEST" if status < 500
+                    else "INTERNAL_ERROR", "predictions": results}  # fmt: skip
 
 
 def build_app(args: dict[str, Any]) -> Any:

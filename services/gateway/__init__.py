@@ -1,0 +1,1 @@
+"""The Open Inference Protocol gateway at /v2: root OIP paths for every model."""
