@@ -260,6 +260,18 @@ def test_every_request_format_answers_like_the_registry_model(
     assert tensors["fraud_probability"]["shape"] == [len(txs)]
     assert tensors["variant"]["data"] == ["stable"] * len(txs)
     got["oip v2"] = tensors["fraud_probability"]["data"]
+    # the root paths, as clients that take only host and port send them (the gateway)
+    root = requests.post(f"{platform.serve}/v2/models/{name}/infer", timeout=60, json={
+        "inputs": [{"name": f, "shape": [len(txs), 1], "datatype": types[f],
+                    "data": [[tx.get(f)] for tx in txs]} for f in fields]})  # fmt: skip
+    assert root.status_code == 200, root.text[:500]
+    got["oip v2 at /v2"] = {o["name"]: o for o in root.json()["outputs"]}["fraud_probability"][
+        "data"
+    ]
+    assert requests.get(f"{platform.serve}/v2/models/{name}", timeout=10).json() == meta
+    assert requests.get(f"{platform.serve}/v2/models/{name}/ready", timeout=10).json()["ready"]
+    nobody = requests.get(f"{platform.serve}/v2/models/no-such-model", timeout=10)
+    assert nobody.status_code == 404 and "no-such-model" in nobody.json()["error"]
     for form, values in got.items():
         np.testing.assert_allclose(values, expected, atol=1e-6, err_msg=form)
     answers = post("/predict", {"records": txs})["predictions"]
