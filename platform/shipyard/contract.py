@@ -238,16 +238,12 @@ def register_model(
     model_uri: str,
     name: str,
     *,
-    feature_service: str | None = None,
-    entity_keys: list[str] | tuple[str, ...] = (),
-    online_inputs: list[str] | tuple[str, ...] = (),
-    sticky_key: str | None = None,
-    id_field: str | None = None,
-    constraints: dict[str, dict[str, Any]] | None = None,
     tags: dict[str, str] | None = None,
+    **contract: Any,
 ) -> str:
     """Register ``model_uri`` (``runs:/...``, ``models:/m-...``) as a new version of
-    ``name`` with its serving contract; returns the version number.
+    ``name`` with its serving contract (``contract``: the keyword arguments of
+    :func:`contract_tags`) and any other ``tags``; returns the version number.
 
     The contract is checked against the model's signature first, so a version that
     could not be served is never registered.
@@ -257,13 +253,13 @@ def register_model(
     from shipyard.registry import check_server
 
     check_server(tracking_uri)
-    contract = contract_tags(feature_service=feature_service, entity_keys=entity_keys,
-                             online_inputs=online_inputs, sticky_key=sticky_key,
-                             id_field=id_field, constraints=constraints)  # fmt: skip
+    contract_tag = contract_tags(**contract)
     mlflow.set_tracking_uri(tracking_uri)
     info = mlflow.models.get_model_info(model_uri)
-    contract_from(name, "(new)", info.signature, contract)
-    return str(mlflow.register_model(model_uri, name, tags={**(tags or {}), **contract}).version)
+    contract_from(name, "(new)", info.signature, contract_tag)
+    return str(
+        mlflow.register_model(model_uri, name, tags={**(tags or {}), **contract_tag}).version
+    )
 
 
 def read_contract(tracking_uri: str, model: str, version: str) -> ServingContract:
