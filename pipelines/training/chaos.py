@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,9 @@ def register_faulty_version(tracking_uri: str, model: str, source_version: str, 
             artifact_uri=f"models:/{model}/{source_version}", dst_path=str(Path(tmp) / "inner")
         )
         mlflow.set_experiment(f"{model}-chaos")
-        with mlflow.start_run(run_name=f"faulty copy of v{source_version}") as run:
+        with mlflow.start_run(run_name=f"faulty copy of v{source_version}") as run, \
+                warnings.catch_warnings():  # fmt: skip
+            warnings.simplefilter("ignore", UserWarning)  # "no input example": it wraps one
             mlflow.set_tags({"chaos.error_share": error_share, "chaos.delay_s": delay_s,
                              "chaos.source_version": source_version})  # fmt: skip
             code = str(Path(__file__).resolve().parents[1])

@@ -6,7 +6,14 @@ interval and advances only when the canary had at least ``min_requests`` request
 its error rate was at most ``max_error_rate`` and its p95 latency at most
 ``max_latency_ratio`` times stable's. A failed check counts; ``failure_threshold``
 failed checks, an interval without any metrics from the router, or a canary that is
-not ready by ``ready_timeout_s`` roll back to 0 %. Passing the last step promotes:
+not ready by ``ready_timeout_s`` roll back to 0 %.
+
+An interval with fewer than ``min_requests`` canary requests is *inconclusive*, not
+failed (Argo Rollouts' semantics): the step waits and the next interval adds to the
+same window, so thin traffic is judged once there is enough of it; after
+``max_inconclusive`` such intervals in a row the rollout pauses for a person. A
+healthy version is never rolled back for lack of traffic, and nothing is promoted
+without enough of it. Passing the last step promotes:
 the stable predictor moves to the new version (in place, while the canary holds all
 traffic), the MLflow alias ``champion`` follows, the canary is emptied.
 
@@ -70,6 +77,7 @@ class CanaryPlan(BaseModel):
     max_latency_ratio: float = Field(default=1.5, ge=1)
     min_requests: int = Field(default=20, ge=1)
     failure_threshold: int = Field(default=3, ge=1)
+    max_inconclusive: int = Field(default=10, ge=1)
     ready_timeout_s: float = Field(default=180.0, ge=5)
 
     @field_validator("steps")
@@ -138,6 +146,7 @@ class Check:
     missing: bool  # no metrics at all: the router did not report
     reason: str
     metrics: dict[str, Any]
+    inconclusive: bool = False  # too few canary requests to judge: wait for more
 
 
 def analyze(window: Window, plan: CanaryPlan, baseline_p95_ms: float | None) -> Check:
@@ -148,7 +157,7 @@ def analyze(window: Window, plan: CanaryPlan, baseline_p95_ms: float | None) -> 
         return Check(False, True, "no metrics from the router during the interval", metrics)
     if canary["requests"] < plan.min_requests:
         return Check(False, False, f"canary had {canary['requests']} requests, fewer than "
-                     f"min_requests {plan.min_requests}", metrics)  # fmt: skip
+                     f"min_requests {plan.min_requests}", metrics, inconclusive=True)  # fmt: skip
     if canary["error_rate"] > plan.max_error_rate:
         return Check(False, False, f"canary error rate {canary['error_rate']:.2%} is above "
                      f"{plan.max_error_rate:.2%}", metrics)  # fmt: skip
@@ -210,8 +219,10 @@ class Rollout:
         self.state["updated_at"] = entry["at"]
         self.backend.save_state(self.app, self.state)
 
-    def reset_window(self) -> None:
-        self.window = Window()
+    def reset_window(self, *, keep: bool = False) -> None:
+        """A new analysis interval; ``keep``: its requests add to the current window."""
+        if not keep:
+            self.window = Window()
         self.window_started = self.clock()
 
     def report(self, report: dict[str, Any]) -> None:
@@ -268,6 +279,7 @@ class Rollout:
             self.decide("pause", "paused by the user; the weight stays")
         elif action == "resume" and self.status == "paused":
             self.state["status"] = "progressing"
+            self.state["inconclusive_checks"] = 0
             self.reset_window()
             self.decide("resume", "resumed by the user; the analysis interval starts again")
         elif action == "promote":
@@ -300,7 +312,7 @@ class Rollout:
             **keep, "app": self.app, "model": command.get("model", self.app),
             "stable_version": view["stable_version"], "canary_version": command["version"],
             "plan": plan.model_dump(), "status": "pending", "step": -1, "weight": 0.0,
-            "failed_checks": 0, "baseline_p95_ms": None, "source": command.get("source", "cli"),
+            "failed_checks": 0, "inconclusive_checks": 0, "baseline_p95_ms": None, "source": command.get("source", "cli"),
             "started_at": _now(), "decisions": [],
         }  # fmt: skip
         self.decide("start", f"canary of version {command['version']} against stable "
@@ -340,7 +352,7 @@ class Rollout:
     def _advance(self, step: int) -> None:
         weight = self.plan.steps[step]
         self._apply(canary_weight=weight)
-        self.state.update(status="progressing", step=step, weight=weight)
+        self.state.update(status="progressing", step=step, weight=weight, inconclusive_checks=0)
         self.reset_window()
         self.decide("advance", f"step {step + 1}/{len(self.plan.steps)}: canary weight {weight:g}%")
 
@@ -350,6 +362,10 @@ class Rollout:
         stable = check.metrics["stable"]
         if stable["requests"] >= plan.min_requests:
             self.state["baseline_p95_ms"] = stable["p95_ms"]
+        if check.inconclusive and not check.missing:
+            self._inconclusive(check)
+            return
+        self.state["inconclusive_checks"] = 0
         self.reset_window()
         if check.missing:
             self.rollback(f"missing metrics: {check.reason}", metrics=check.metrics)
@@ -368,6 +384,21 @@ class Rollout:
                         metrics=check.metrics)  # fmt: skip
             if self.state["failed_checks"] >= plan.failure_threshold:
                 self.rollback(f"{self.state['failed_checks']} failed checks; last: {check.reason}")
+
+    def _inconclusive(self, check: Check) -> None:
+        """Too few canary requests: the step waits and the next interval adds to this
+        window; after ``max_inconclusive`` intervals in a row, a person decides."""
+        plan = self.plan
+        count = self.state["inconclusive_checks"] = self.state.get("inconclusive_checks", 0) + 1
+        self.reset_window(keep=True)
+        if count < plan.max_inconclusive:
+            self.decide("inconclusive", f"{check.reason}: the step waits for more traffic "
+                        f"(inconclusive {count}/{plan.max_inconclusive})", metrics=check.metrics)  # fmt: skip
+            return
+        self.state["status"] = "paused"
+        self.decide("pause", f"{check.reason} after {count} intervals: paused for a person; "
+                    f"`shipyard canary resume|promote|rollback {self.app}` decides",
+                    metrics=check.metrics)  # fmt: skip
 
     def promote(self) -> None:
         """Phases recorded in the state, so a controller restarted mid-way finishes the

@@ -518,6 +518,12 @@ def _plan_options(fn: Any) -> Any:
         click.option(
             "--failure-threshold", type=int, default=None, help="failed checks that roll back"
         ),  # fmt: skip
+        click.option(
+            "--max-inconclusive",
+            type=int,
+            default=None,
+            help="intervals in a row with too few canary requests before the rollout pauses",
+        ),  # fmt: skip
         click.option("--ready-timeout", default=None, help="deadline for the canary to load"),
     ]
     for opt in reversed(opts):
