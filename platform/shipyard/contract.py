@@ -50,6 +50,9 @@ __all__ = [
 TAG = "shipyard."
 CONTRACT_VERSION = "1"
 CONSTRAINT_KEYS = frozenset({"min", "max", "one_of", "pattern", "max_length", "format", "type"})
+#: Keys every answer carries besides the model's outputs, and the batch form's key.
+RESERVED_OUTPUTS = frozenset({"error", "status", "model_version", "variant", "features_missing"})
+RESERVED_FIELDS = frozenset({"records"})
 #: Signature column types the generic path validates and converts.
 COLUMN_TYPES = ("double", "float", "long", "integer", "string", "boolean", "datetime", "binary")
 
@@ -169,6 +172,22 @@ def contract_from(
 def _check(c: ServingContract) -> None:
     where = f"{c.model} version {c.version}"
     names = {col.name for col in c.inputs}
+    clash = sorted({col.name for col in c.outputs} & (RESERVED_OUTPUTS | {c.id_field}))
+    if clash:
+        raise ConfigError(f"{where}: output(s) named {', '.join(map(str, clash))}, which every "
+                          "answer uses for itself",
+                          hint="name the signature's outputs otherwise and log the model again")  # fmt: skip
+    reserved = sorted((names | set(c.entity_keys)) & RESERVED_FIELDS)
+    if reserved:
+        raise ConfigError(f"{where}: request field(s) named {', '.join(reserved)}, which "
+                          "`POST /predict` reads as a batch of records",
+                          hint="rename the input and log the model again")  # fmt: skip
+    gaps = [col.name for col in c.inputs if col.type in ("long", "integer")
+            and (not col.required or col.name in c.online_inputs)]  # fmt: skip
+    if gaps:
+        raise ConfigError(f"{where}: integer input(s) {', '.join(gaps)} may be missing (optional, "
+                          "or supplied by the feature store), and a missing integer has no value",
+                          hint="log them as double (a missing value is NaN) in the signature")  # fmt: skip
     unknown = [n for n in c.online_inputs if n not in names]
     if unknown:
         raise ConfigError(f"{where}: online inputs {', '.join(unknown)} are not signature inputs",

@@ -153,7 +153,7 @@ class ServeSettings(BaseModel):
     online_features: bool = Field(
         default=True,
         description="predictors read features from the Feast online store; false: clients "
-        "send them in the request (`features`)",
+        "send them as fields of the request",
     )
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)

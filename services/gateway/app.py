@@ -13,13 +13,14 @@ URL (``http://HOST:8000/NAME``) skip it.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
+
+from services.router.app import json_response
 
 __all__ = ["Gateway", "build_app"]
 
@@ -28,17 +29,18 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 def _answer(doc: Any, status: int = 200) -> Response:
-    headers = {"Retry-After": "1"} if status == 503 else None
-    text = json.dumps(doc, ensure_ascii=True, default=str)
-    return Response(text, status_code=status, media_type="application/json", headers=headers)
+    return json_response(doc, status)
 
 
 @serve.deployment
 class Gateway:
     def __init__(self) -> None:
         self._handles: dict[str, Any] = {}
+        self.app = serve.get_replica_context().app_name
 
     def _handle(self, name: str) -> Any:
+        if name == self.app:
+            raise LookupError(f"{name} is this gateway, not a model")
         if name not in self._handles:
             self._handles[name] = serve.get_app_handle(name)  # raises when there is none
         return self._handles[name]

@@ -204,9 +204,10 @@ class Predictor:
     def reconfigure(self, config: dict[str, Any]) -> None:
         version = config.get("model_version")
         version = None if version in (None, "") else str(version)
-        if version == self.version and (version is None or self.loaded is not None):
+        loaded = self.loaded.version if self.loaded is not None else None
+        self.version = version  # what the replica is told to serve; check_health holds it to it
+        if version == loaded:
             return
-        self.version = version
         if version is None:
             self.loaded = None
             log.info("%s: unloaded", self.variant)
@@ -226,12 +227,15 @@ class Predictor:
 
     def check_health(self) -> None:
         """Serve's replica health check: a replica told to serve a version must hold it."""
-        if self.version is not None and self.loaded is None:
-            raise ModelNotLoaded(f"{self.variant}: version {self.version} is not loaded")
+        held = self.loaded.version if self.loaded is not None else None
+        if self.version is not None and held != self.version:
+            raise ModelNotLoaded(f"{self.variant}: version {self.version} is not loaded"
+                                 + (f" (it holds {held})" if held else ""))  # fmt: skip
 
     def info(self) -> dict[str, Any]:
-        return {"variant": self.variant, "model": self.model_name, "model_version": self.version,
-                "loaded": self.loaded is not None}  # fmt: skip
+        held = self.loaded.version if self.loaded is not None else None
+        return {"variant": self.variant, "model": self.model_name, "model_version": held,
+                "loaded": held is not None and held == self.version}  # fmt: skip
 
     # -- predictions ---------------------------------------------------------------------------
     async def predict(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -254,8 +258,13 @@ class Predictor:
         if loaded is None:
             return [{"error": f"{self.variant} predictor has no model loaded",
                      "model_version": self.version, "status": 503} for _ in rows]  # fmt: skip
-        frame, missing = self.model_input(loaded, rows)
         version = loaded.version
+        try:
+            frame, missing = self.model_input(loaded, rows)
+        except Exception as exc:  # noqa: BLE001 - the feature store, not the model or the client
+            log.warning("%s: online features failed: %r", self.variant, exc)
+            return [{"error": f"online features are unavailable ({type(exc).__name__}); retry "
+                              "later", "model_version": version, "status": 503} for _ in rows]  # fmt: skip
         try:
             answers: list[Any] = named_outputs(loaded.contract, loaded.model.predict(frame),
                                                len(rows))  # fmt: skip

@@ -53,7 +53,7 @@ from services.router.formats import (
 )
 from services.router.schema import MAX_BODY_BYTES, RequestError, RequestSchema, parse_json
 
-__all__ = ["AppArgs", "Router", "bucket", "build_app", "controller_name"]
+__all__ = ["AppArgs", "Router", "bucket", "build_app", "controller_name", "json_response"]
 
 log = logging.getLogger("ray.serve")
 CONTROLLER_NAMESPACE = "shipyard"
@@ -69,7 +69,9 @@ class AppArgs(BaseModel):
     tracking_uri: str = Field(description="MLflow server the replicas load versions from")
     feature_repo: str = Field(default="", description="Feast repo directory (feature_store.yaml)")
     online_features: bool = Field(
-        default=True, description="read features from Feast; false: from the request's `features`"
+        default=True,
+        description="read the contract's features from Feast; false: clients send them as "
+        "fields of the request",
     )
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)
@@ -81,7 +83,7 @@ def controller_name(app: str) -> str:
 
 def bucket(key: str) -> float:
     """A stable position of ``key`` in [0, 100), with 0.01 resolution."""
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return (int.from_bytes(digest, "big") % 10000) / 100.0
 
 
@@ -188,6 +190,9 @@ class Router:
                 return 200, self.describe()
         except RequestError as exc:
             return exc.status, exc.body
+        except Exception:  # noqa: BLE001 - a bug of ours: logged, and still a JSON answer
+            log.exception("router: %s %s failed", method, path)
+            return 500, {"error": "the router failed on this request; see the Serve logs"}
         return 404, {"error": f"no route {path}; use POST /predict, POST /invocations, "
                               f"POST {v2}/infer, GET {v2}, GET /healthz or GET /"}  # fmt: skip
 
@@ -264,6 +269,12 @@ class Router:
             return _all_or_error(results, lambda: {"predictions": results})
         types = {f.name: f.type for f in self._loaded().fields}
         records, wanted, request_id = oip_records(body, types)
+        known = [*(name for name, _ in self._outputs()), "model_version", "variant"]
+        unknown = [w for w in wanted or [] if w not in known]
+        if unknown:  # before any prediction runs
+            raise RequestError(422, "unknown outputs requested", [
+                {"field": "outputs", "problem": f"unknown output {u}; one of {', '.join(known)}"}
+                for u in unknown])  # fmt: skip
         results = await self._predict(records, lambda i: f"#{i}#", oip=True)
         return _all_or_error(results, lambda: oip_response(self.model, results, self._outputs(),
                                                            wanted, request_id))  # fmt: skip
@@ -359,6 +370,12 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list):
         return [_finite(v) for v in value]
     return value
+
+
+def json_response(content: Any, status: int = 200) -> Response:
+    """JSON as strict as a client expects: ASCII, no NaN (null instead), numpy as plain
+    numbers; a 503 says when to retry."""
+    return _json(content, status)
 
 
 def _json(content: Any, status: int = 200) -> Response:

@@ -10,7 +10,7 @@ field: value) and each answer shaped back as its clients expect.
   ``POST /v2/models/NAME/infer`` with one tensor per field.
 
 Errors name the field in the format's own terms (``records[3].amount``,
-``dataframe_split.data[2][1]``, ``inputs[amount][2]``).
+``dataframe_split.data[2].amount``, ``inputs[amount][2]``).
 """
 
 from __future__ import annotations

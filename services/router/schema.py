@@ -104,7 +104,10 @@ def parse_datetime(value: str) -> datetime:
     parsed = datetime.fromisoformat(text)  # ValueError on anything else
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    parsed = parsed.astimezone(timezone.utc)
+    try:
+        parsed = parsed.astimezone(timezone.utc)
+    except OverflowError:  # an offset that pushes year 1 or 9999 out of range
+        raise ValueError("the time in UTC is out of range") from None
     if not _YEARS[0] <= parsed.year <= _YEARS[1]:
         raise ValueError(f"year {parsed.year} is outside {_YEARS[0]}..{_YEARS[1]}")
     return parsed
@@ -193,6 +196,8 @@ def _constraint_checks(checks: dict[str, Any]) -> list[Check]:
     if "format" in checks:  # date-time: canonical UTC string, one format for the model
 
         def iso(value: Any) -> str:
+            if type(value) is not str:
+                raise ValueError(f"must be an ISO 8601 time string, got {_kind(value)}")
             try:
                 moment = parse_datetime(value)
             except ValueError as exc:
@@ -283,7 +288,6 @@ class RequestSchema:
             fields[contract.id_field] = _Field(contract.id_field, "any", False, checks)
         self.fields = list(fields.values())
         self.refused = sorted(online_inputs - set(fields)) if self.online else []
-        self.request_features = [] if self.online else [n for n in contract.online_inputs]
 
     def describe(self) -> list[dict[str, Any]]:
         """The request fields, as the metadata endpoints list them."""
@@ -312,7 +316,7 @@ class RequestSchema:
                 errors.append({"field": prefix + spec.name, "problem": str(exc),
                                "value": _echo(value)})  # fmt: skip
                 continue
-            except TypeError:  # a constraint on a field of another type: the workload's
+            except (TypeError, ArithmeticError, AttributeError):  # a check of another type
                 errors.append({"field": prefix + spec.name, "problem": "has the wrong type",
                                "value": _echo(value)})  # fmt: skip
                 continue

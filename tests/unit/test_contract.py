@@ -90,6 +90,12 @@ def test_contract_from_signature_and_tags(price: ServingContract) -> None:
         (PRICE_SIGNATURE, contract_tags(constraints={"sqft": {"gt": 1}}), "unknown checks"),
         (PRICE_SIGNATURE, contract_tags(constraints={"city": {"pattern": "("}}), "invalid"),
         (PRICE_SIGNATURE, contract_tags(constraints={"ghost": {"min": 1}}), "not a request field"),
+        (ModelSignature(PRICE_SIGNATURE.inputs, Schema([ColSpec("double", "status")])), {},
+         "every answer uses"),
+        (ModelSignature(Schema([ColSpec("double", "records")])), {}, "reads as a batch"),
+        (ModelSignature(Schema([ColSpec("long", "n", required=False)])), {}, "log them as double"),
+        (PRICE_SIGNATURE, contract_tags(feature_service="x", entity_keys=["k"],
+                                        online_inputs=["rooms"]), "log them as double"),
     ],
 )  # fmt: skip
 def test_inconsistent_contracts_are_refused_with_the_fix(signature: Any, tags: dict, word: str) -> None:  # fmt: skip
@@ -124,6 +130,8 @@ def test_a_good_record_is_converted_for_the_model(price: ServingContract) -> Non
         ({"garden": "yes"}, "garden", "true or false"),
         ({"listed": "soon"}, "listed", "ISO 8601"),
         ({"listed": "0001-01-01T00:00:00"}, "listed", "outside"),
+        ({"listed": "9999-12-31T23:59:59-01:00"}, "listed", "out of range"),
+        ({"listed": "0001-01-01T00:00:00+01:00"}, "listed", "out of range"),
         ({"area_id": "b1"}, "area_id", "must match"),
         ({"area_id": ...}, "area_id", "is required"),
         ({"area_median_price": 5.0}, "area_median_price", "online feature store"),
@@ -144,6 +152,16 @@ def test_without_online_features_the_client_sends_them(price: ServingContract) -
     assert not errors and row["area_median_price"] == 410000.0
     row, errors = schema.validate(HOUSE)  # optional: left to the model's imputation
     assert not errors and row["area_median_price"] is None
+
+
+def test_odd_values_on_checked_fields_are_client_errors() -> None:
+    from services.router.app import bucket
+
+    contract = contract_from("m", "1", PRICE_SIGNATURE,
+                             contract_tags(id_field="ref", constraints={"ref": {"format": "date-time"}}))  # fmt: skip
+    _, errors = RequestSchema(contract, online=True).validate({**HOUSE, "ref": 12})
+    assert [e["field"] for e in errors] == ["ref"]
+    assert 0 <= bucket("\ud800") < 100  # a sticky key is hashed before it is validated
 
 
 def test_fraud_contract_keeps_its_domain_checks(fraud: ServingContract) -> None:
@@ -295,7 +313,9 @@ def test_bodies_that_are_not_strict_json_are_400(raw: bytes) -> None:
 
 # -- property-based: any body, in any format, is records or a RequestError ---------------------
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False,
-                     allow_infinity=False), st.text(max_size=12))  # fmt: skip
+                     allow_infinity=False), st.text(max_size=12),
+                     st.sampled_from(["9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00",
+                                      "2026-08-14T10:00:00Z", "\ud800", "a12"]))  # fmt: skip
 _json_values = st.recursive(_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
     max_leaves=20)  # fmt: skip
