@@ -139,6 +139,7 @@ def _key(name: str, value: str) -> Any:
 def _bench_profile(profile: str, picks: list[dict], lookups: int) -> dict:
     from feast.infra.key_encoding_utils import serialize_entity_key
     from feast.infra.online_stores.helpers import _redis_key
+    from shipyard.features import apply
     from shipyard.settings import load_settings
 
     from pipelines.features import store as fs
@@ -147,7 +148,7 @@ def _bench_profile(profile: str, picks: list[dict], lookups: int) -> dict:
     os.environ["SHIPYARD_FEATURES__PROJECT"] = f"bench_{uuid.uuid4().hex[:8]}"
     settings = load_settings()
     project = settings.features.project
-    fs.apply(settings)
+    apply(settings)
     repo = fs.write_repo(settings)
     fs.materialize(repo)
     store = fs.open_store(repo)

@@ -15,18 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from shipyard.errors import ConfigError, DataError
+from shipyard.errors import DataError
 from shipyard.feast_repo import open_store, repo_config, write_repo
-from shipyard.settings import Settings
 
 from pipelines.features.compute import CUSTOMER_FEATURES, MERCHANT_FEATURES
-from pipelines.features.repo import FEATURE_SERVICE, definitions
+from pipelines.features.repo import FEATURE_SERVICE
 
 __all__ = [
     "FEATURE_SERVICE",
     "ENTITY_COLUMNS",
     "MaterializeResult",
-    "apply",
     "materialize",
     "online_features",
     "open_store",
@@ -38,21 +36,6 @@ __all__ = [
 
 ENTITY_COLUMNS = ("customer_id", "merchant_id", "event_timestamp", "amount")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def apply(settings: Settings) -> list[str]:
-    """Register the entities, views and feature services; returns their names."""
-    repo = write_repo(settings)
-    store = open_store(repo)
-    objects = definitions(settings.features_dir)
-    try:
-        store.apply(objects)
-    except Exception as exc:  # the registry's own errors: connection, permissions
-        raise ConfigError(
-            f"feast apply failed for project {settings.features.project!r}: {exc}",
-            hint="check features.registry_url / features.redis and that the servers run",
-        ) from None
-    return [f"{type(o).__name__} {o.name}" for o in objects]
 
 
 @dataclass
