@@ -1,9 +1,7 @@
-"""Shipyard's Feast feature store: its configuration per profile, and the operations
-on it (apply, materialize, online lookup, point-in-time training sets).
-
-The repo configuration is rendered from settings into
-``<features>/repo/<profile>/feature_store.yaml``, one file that every process (the CLI, Ray
-jobs, the serving replicas) opens; ``feast -c <features>/repo/<profile> ...`` works on it too.
+"""The fraud workload's operations on its Feast feature store: materialize, online
+lookup, point-in-time training sets. The repo configuration (``feature_store.yaml``
+from settings) and ``apply`` are the platform's (``shipyard.feast_repo``,
+``shipyard.features``); they are re-exported here for the workload's modules.
 """
 
 from __future__ import annotations
