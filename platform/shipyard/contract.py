@@ -64,7 +64,6 @@ class Column:
     name: str
     type: str  # one of COLUMN_TYPES, or "any" for an unnamed/complex output
     required: bool = True
-    shape: tuple[int, ...] | None = None  # outputs: a tensor's shape, when the signature has one
 
 
 @dataclass
@@ -82,28 +81,6 @@ class ServingContract:
     id_field: str | None = None
     constraints: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "version": self.version,
-            "inputs": [c.__dict__ for c in self.inputs],
-            "outputs": [c.__dict__ for c in self.outputs],
-            "feature_service": self.feature_service,
-            "entity_keys": self.entity_keys,
-            "online_inputs": self.online_inputs,
-            "sticky_key": self.sticky_key,
-            "id_field": self.id_field,
-            "constraints": self.constraints,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ServingContract:
-        def cols(items: list[dict[str, Any]]) -> list[Column]:
-            return [Column(c["name"], c["type"], c.get("required", True),
-                           tuple(c["shape"]) if c.get("shape") else None) for c in items]  # fmt: skip
-
-        return cls(**{**data, "inputs": cols(data["inputs"]), "outputs": cols(data["outputs"])})
-
 
 def _schema_columns(schema: Any, what: str, *, outputs: bool = False) -> list[Column]:
     """Named columns of an MLflow schema. Inputs must be named columns; an unnamed
@@ -115,7 +92,6 @@ def _schema_columns(schema: Any, what: str, *, outputs: bool = False) -> list[Co
         name = getattr(spec, "name", None)
         dtype = getattr(spec, "type", None)
         type_name = getattr(dtype, "name", None) or (str(dtype) if dtype is not None else "any")
-        shape = tuple(spec.shape) if getattr(spec, "shape", None) is not None else None
         if schema.is_tensor_spec():
             type_name = "any"
         if not name:
@@ -128,7 +104,7 @@ def _schema_columns(schema: Any, what: str, *, outputs: bool = False) -> list[Co
             name = "prediction" if len(schema.inputs) == 1 else f"output_{i}"
         if type_name not in COLUMN_TYPES:
             type_name = "any"
-        out.append(Column(name, type_name, bool(getattr(spec, "required", True)), shape))
+        out.append(Column(name, type_name, bool(getattr(spec, "required", True))))
     return out
 
 
