@@ -92,7 +92,7 @@ def _echo(value: Any) -> Any:
     if isinstance(value, str):
         return value if len(value) <= 200 else value[:200] + "..."
     if isinstance(value, (list, dict)):
-        return f"<{_kind(value)[3:] if _kind(value).startswith('an ') else _kind(value)}>"
+        return "<array>" if isinstance(value, list) else "<object>"
     return value
 
 
@@ -111,6 +111,16 @@ def parse_datetime(value: str) -> datetime:
     if not _YEARS[0] <= parsed.year <= _YEARS[1]:
         raise ValueError(f"year {parsed.year} is outside {_YEARS[0]}..{_YEARS[1]}")
     return parsed
+
+
+def _utc_time(value: Any) -> datetime:
+    """A request's time value, with the problem in a client's words when it is none."""
+    if type(value) is not str:
+        raise ValueError(f"must be an ISO 8601 time string, got {_kind(value)}")
+    try:
+        return parse_datetime(value)
+    except ValueError as exc:
+        raise ValueError(f"must be an ISO 8601 time, e.g. 2026-08-14T10:00:00Z ({exc})") from None
 
 
 Check = Callable[[Any], Any]  # returns the converted value, raises ValueError(problem)
@@ -165,18 +175,7 @@ def _type_check(type_name: str) -> Check:
 
         return boolean
     if type_name == "datetime":
-
-        def moment(value: Any) -> datetime:
-            if type(value) is not str:
-                raise ValueError(f"must be an ISO 8601 time string, got {_kind(value)}")
-            try:
-                return parse_datetime(value).replace(tzinfo=None)
-            except ValueError as exc:
-                raise ValueError(
-                    f"must be an ISO 8601 time, e.g. 2026-08-14T10:00:00Z ({exc})"
-                ) from None
-
-        return moment
+        return lambda value: _utc_time(value).replace(tzinfo=None)  # MLflow's: naive UTC
     if type_name == "binary":
 
         def binary(value: Any) -> bytes:
@@ -194,19 +193,7 @@ def _type_check(type_name: str) -> Check:
 def _constraint_checks(checks: dict[str, Any]) -> list[Check]:
     out: list[Check] = []
     if "format" in checks:  # date-time: canonical UTC string, one format for the model
-
-        def iso(value: Any) -> str:
-            if type(value) is not str:
-                raise ValueError(f"must be an ISO 8601 time string, got {_kind(value)}")
-            try:
-                moment = parse_datetime(value)
-            except ValueError as exc:
-                raise ValueError(
-                    f"must be an ISO 8601 time, e.g. 2026-08-14T10:00:00Z ({exc})"
-                ) from None
-            return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-        out.append(iso)
+        out.append(lambda value: _utc_time(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
     if "min" in checks or "max" in checks:
         low, high = checks.get("min"), checks.get("max")
 
