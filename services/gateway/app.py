@@ -21,11 +21,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from services.router.app import json_response
+from services.router.schema import MAX_BODY_BYTES
 
 __all__ = ["Gateway", "build_app"]
 
 _MODEL = re.compile(r"^/models/(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*)(?P<tail>/ready|/infer)?$")
-MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 def _answer(doc: Any, status: int = 200) -> Response:

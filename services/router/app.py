@@ -268,13 +268,8 @@ class Router:
             results = await self._predict(records, name)
             return _all_or_error(results, lambda: {"predictions": results})
         types = {f.name: f.type for f in self._loaded().fields}
-        records, wanted, request_id = oip_records(body, types)
         known = [*(name for name, _ in self._outputs()), "model_version", "variant"]
-        unknown = [w for w in wanted or [] if w not in known]
-        if unknown:  # before any prediction runs
-            raise RequestError(422, "unknown outputs requested", [
-                {"field": "outputs", "problem": f"unknown output {u}; one of {', '.join(known)}"}
-                for u in unknown])  # fmt: skip
+        records, wanted, request_id = oip_records(body, types, known)
         results = await self._predict(records, lambda i: f"#{i}#", oip=True)
         return _all_or_error(results, lambda: oip_response(self.model, results, self._outputs(),
                                                            wanted, request_id))  # fmt: skip
@@ -309,8 +304,8 @@ class Router:
         status = result.get("status", 200)
         if status != 503:  # a client's mistake (422) is not the model's error
             self.window.record(variant, status < 500, latency)
-        id_field = self.schemas[self.versions["stable"] or ""].contract.id_field \
-            if self.versions["stable"] in self.schemas else None  # fmt: skip
+        schema = self.schema(variant)
+        id_field = schema.contract.id_field if schema is not None else None
         head = {id_field: row[id_field]} if id_field and row.get(id_field) is not None else {}
         return {**head, **result, "variant": variant}
 

@@ -155,11 +155,11 @@ def _flatten(data: Any, depth: int = 0) -> list[Any]:
 
 
 def oip_records(
-    body: Any, fields: dict[str, str]
+    body: Any, fields: dict[str, str], outputs: list[str] | None = None
 ) -> tuple[list[dict[str, Any]], list[str] | None, Any]:
     """An OIP v2 inference request as records; ``fields`` maps each request field to
-    its column type. Returns the records, the outputs asked for (None: all) and the
-    request's id."""
+    its column type, ``outputs`` names what an answer can hold (None: not checked).
+    Returns the records, the outputs asked for (None: all) and the request's id."""
     if not isinstance(body, dict):
         raise RequestError(400, 'the body must be a JSON object: {"inputs": [{"name", "shape", '
                            '"datatype", "data"}, ...]}')  # fmt: skip
@@ -244,15 +244,20 @@ def oip_records(
                             for n, v in columns.items()])  # fmt: skip
     n = lengths.pop()
     _check_count(n, "inputs")
-    outputs = body.get("outputs")
+    asked = body.get("outputs")
     wanted = None
-    if outputs is not None:
-        if not isinstance(outputs, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    if asked is not None:
+        if not isinstance(asked, list) or not all(
+            isinstance(o, dict) and isinstance(o.get("name"), str) for o in asked
         ):
             raise RequestError(422, "outputs must be a list of {\"name\": ...}",
                                [{"field": "outputs", "problem": "must be a list of {\"name\": ...}"}])  # fmt: skip
-        wanted = [o["name"] for o in outputs]
+        wanted = [o["name"] for o in asked]
+        unknown = [w for w in wanted if outputs is not None and w not in outputs]
+        if unknown:  # refused before any prediction runs
+            raise RequestError(422, "unknown outputs requested", [
+                {"field": "outputs", "problem": f"unknown output {u}; one of {', '.join(outputs or [])}"}
+                for u in unknown])  # fmt: skip
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise RequestError(
@@ -290,13 +295,6 @@ def oip_response(model: str, results: list[dict[str, Any]], outputs: list[tuple[
                  wanted: list[str] | None, request_id: Any) -> dict[str, Any]:  # fmt: skip
     """Answers as OIP output tensors: the model's outputs, then ``model_version`` and
     ``variant`` per row."""
-    known = [name for name, _ in outputs]
-    if wanted is not None:
-        unknown = [w for w in wanted if w not in [*known, "model_version", "variant"]]
-        if unknown:
-            raise RequestError(422, "unknown outputs requested",
-                               [{"field": "outputs", "problem": f"unknown output {u}; the model gives {', '.join(known)}"}
-                                for u in unknown])  # fmt: skip
     tensors = []
     for name, type_name in [*outputs, ("model_version", "string"), ("variant", "string")]:
         if wanted is None or name in wanted:
