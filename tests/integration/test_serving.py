@@ -108,11 +108,6 @@ def _wait_for(platform: Platform, predicate, timeout: float, what: str) -> dict:
 def test_predictions_over_http_equal_in_process(
     served: str, platform: Platform, built: Built, versions: dict[str, str], customers: list[str]
 ) -> None:
-    import mlflow
-
-    from pipelines.features.store import online_features, open_store
-    from pipelines.training.model import to_model_input
-
     assert requests.get(f"{served}/healthz", timeout=10).json()["status"] == "ready"
     about = requests.get(f"{served}/", timeout=10).json()
     assert about["variants"]["stable"] == {"model_version": versions["champion"],
@@ -131,17 +126,9 @@ def test_predictions_over_http_equal_in_process(
     assert {a["model_version"] for a in answers} == {versions["champion"]}
 
     # in this process: the same online features, the model loaded from the registry
-    store = open_store(built.features / "repo" / "local")
-    frames = []
-    for tx in txs:
-        feats = online_features(store, tx["customer_id"], tx["merchant_id"], tx["amount"])
-        frames.append({**feats, **{k: tx[k] for k in ("amount", "timestamp", "category",
-                                                        "country")}})  # fmt: skip
-    mlflow.set_tracking_uri(platform.mlflow)
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{versions['champion']}")
-    expected = model.predict(to_model_input(pd.DataFrame(frames)))["fraud_probability"]
+    expected = _in_process(platform, built, MODEL, versions["champion"], txs)
     got = np.array([a["fraud_probability"] for a in answers])
-    np.testing.assert_allclose(got, expected.to_numpy(), atol=1e-6)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
 
 
 BAD = [
