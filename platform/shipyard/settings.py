@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -36,6 +36,8 @@ ENV_PREFIX = "SHIPYARD_"
 #: :func:`load_settings` returns exactly those settings when it is set.
 SETTINGS_ENV = "SHIPYARD_SETTINGS_JSON"
 _MODULE = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+#: A dotted Python module path (``pipelines.features.build``).
+ModulePath = Annotated[str, Field(pattern=f"^{_MODULE}$")]
 
 
 class RaySettings(BaseModel):
@@ -183,19 +185,16 @@ class WorkloadSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    generate: str = Field(
+    generate: ModulePath = Field(
         default="pipelines.data.generate",
-        pattern=f"^{_MODULE}$",
         description="`shipyard data generate ARGS`: runs in the CLI process",
     )
-    features_build: str = Field(
+    features_build: ModulePath = Field(
         default="pipelines.features.build",
-        pattern=f"^{_MODULE}$",
         description="`shipyard features build ARGS`: a Ray job (`python -m` it), --local here",
     )
-    features_jobs: str = Field(
+    features_jobs: ModulePath = Field(
         default="pipelines.features.jobs",
-        pattern=f"^{_MODULE}$",
         description="`shipyard features materialize|training-set|get ARGS`: the subcommand "
         "and ARGS go to it; materialize and training-set as Ray jobs, get here",
     )
@@ -205,19 +204,16 @@ class WorkloadSettings(BaseModel):
         description="`shipyard features apply`: MODULE:FUNCTION returning the Feast objects "
         "(entities, sources, views, feature services), given the feature tables' root",
     )
-    train: str = Field(
+    train: ModulePath = Field(
         default="pipelines.training.job",
-        pattern=f"^{_MODULE}$",
         description="`shipyard train ARGS`: a Ray job (`python -m` it), --local here",
     )
-    demo: str = Field(
+    demo: ModulePath = Field(
         default="pipelines.demo",
-        pattern=f"^{_MODULE}$",
         description="`shipyard demo ARGS`: runs in the CLI process",
     )
-    worker_setup_hook: str | None = Field(
+    worker_setup_hook: ModulePath | None = Field(
         default="pipelines.features._feast_fixes.install",
-        pattern=f"^{_MODULE}$",
         description="MODULE.FUNCTION every Ray worker of a workload job runs first (Ray's "
         "`worker_process_setup_hook`); null: none",
     )
