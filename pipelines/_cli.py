@@ -4,7 +4,12 @@ the CLI passes a command's arguments through, and each entrypoint parses its own
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shipyard.errors import ShipyardError
 
 
 def iso_time(value: str) -> datetime:
@@ -32,3 +37,12 @@ def int_range(low: int, high: int | None = None) -> type[int]:
         return number
 
     return parse  # type: ignore[return-value]
+
+
+def fail(exc: ShipyardError, code: int | None = None) -> int:
+    """An entrypoint's one-line error (and hint) on stderr, as the CLI prints one; the
+    exit code: ``code``, else the error's own."""
+    print(f"error: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"hint: {exc.hint}", file=sys.stderr)
+    return exc.exit_code if code is None else code

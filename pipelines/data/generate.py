@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     from shipyard.errors import ShipyardError
     from shipyard.settings import load_settings
 
-    from pipelines._cli import int_range, iso_time
+    from pipelines._cli import fail, int_range, iso_time
 
     parser = argparse.ArgumentParser(
         prog="shipyard data generate",
@@ -379,10 +379,7 @@ def main(argv: list[str] | None = None) -> int:
         target = args.out if args.out is not None else load_settings().raw_data_dir
         result = generate(cfg, target, overwrite=args.overwrite, progress=report)
     except ShipyardError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return exc.exit_code
+        return fail(exc)
     print(f"wrote {result.rows:,} transactions ({result.fraud_rows:,} fraud, "
           f"{result.fraud_rate:.2%}) in {result.files} files to {result.path} "
           f"in {result.seconds:.1f}s")  # fmt: skip

@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from shipyard.errors import DataError, ShipyardError
 
+from pipelines._cli import fail
 from pipelines.features import compute
 from pipelines.features.validate import REQUIRED, check_files, id_hash, row_reasons
 
@@ -508,10 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = build_pandas(cfg, say=lambda m: print(m, flush=True))
     except ShipyardError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return 2
+        return fail(exc, 2)
     print("feature build")
     print(result.summary())
     print("RESULT " + json.dumps(asdict(result)), flush=True)

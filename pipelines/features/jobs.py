@@ -24,6 +24,7 @@ from typing import Any
 from shipyard.errors import ConfigError, ShipyardError
 from shipyard.feast_repo import write_repo
 
+from pipelines._cli import fail
 from pipelines.features import store
 from pipelines.features.build import _parse_time
 
@@ -127,10 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 result = training_set_main(args.repo, args.entities, args.out)
     except ShipyardError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return 2
+        return fail(exc, 2)
     print("RESULT " + json.dumps(result, default=str), flush=True)
     return 0
 

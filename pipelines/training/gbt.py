@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from shipyard.errors import ShipyardError
 
+    from pipelines._cli import fail
+
     parser = argparse.ArgumentParser(prog="python -m pipelines.training.gbt")
     parser.add_argument("--training-set", required=True, type=Path)
     parser.add_argument("--tracking-uri", required=True)
@@ -159,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = gbt.train_gbt(args.training_set, args.tracking_uri, args.name, seed=args.seed)
     except ShipyardError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return 2
+        return fail(exc, 2)
     print(json.dumps(asdict(result), indent=1))
     return 0
 

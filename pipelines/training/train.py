@@ -316,6 +316,8 @@ def _train(spec: JobSpec, cfg: TrainConfig, client: Any, run_id: str, say_: Any)
 def main(argv: list[str] | None = None) -> int:
     from shipyard.errors import ShipyardError
 
+    from pipelines._cli import fail
+
     parser = argparse.ArgumentParser(prog="python -m pipelines.training.train")
     parser.add_argument("--spec", required=True, type=Path)
     args = parser.parse_args(argv)
@@ -326,10 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         connect()
         result = run(spec)
     except ShipyardError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return 2
+        return fail(exc, 2)
     print("RESULT " + json.dumps(result.__dict__), flush=True)
     return 0
 
