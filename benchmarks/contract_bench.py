@@ -26,10 +26,8 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
-from statistics import median
 from typing import Any
 
 import numpy as np
@@ -78,15 +76,10 @@ def _models(folder: Path) -> dict[str, Any]:
     return {name: mlflow.pyfunc.load_model(str(folder / name)) for name in ("mlp", "gbt")}
 
 
-def _time(fn: Any, repeat: int) -> float:
-    for _ in range(max(3, repeat // 20)):
-        fn()
-    samples = []
-    for _ in range(repeat):
-        began = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - began)
-    return median(samples) * 1000
+def _median_ms(fn: Any, repeat: int) -> float:
+    from features_bench import _time  # the benchmarks' one timer (this folder is on sys.path)
+
+    return _time(fn, repeat)["p50_ms"]
 
 
 def _cell(model: Any, contract: Any, schema: Any, n: int, repeat: int) -> dict[str, float]:
@@ -102,11 +95,11 @@ def _cell(model: Any, contract: Any, schema: Any, n: int, repeat: int) -> dict[s
     inputs = model.metadata.signature.inputs
     impl = model._model_impl
     cell = {
-        "validate": _time(lambda: [schema.validate(r) for r in records], repeat),
-        "frame": _time(lambda: model_frame(contract, rows, None), repeat),
-        "enforce": _time(lambda: _enforce_schema(built, inputs), repeat),
-        "model": _time(lambda: impl.predict(built), repeat),
-        "pyfunc": _time(lambda: model.predict(built), repeat),
+        "validate": _median_ms(lambda: [schema.validate(r) for r in records], repeat),
+        "frame": _median_ms(lambda: model_frame(contract, rows, None), repeat),
+        "enforce": _median_ms(lambda: _enforce_schema(built, inputs), repeat),
+        "model": _median_ms(lambda: impl.predict(built), repeat),
+        "pyfunc": _median_ms(lambda: model.predict(built), repeat),
     }
     cell["validate_per_record_us"] = cell["validate"] / n * 1000
     return cell
