@@ -88,10 +88,11 @@ def log_plots(client: Any, run_id: str, history: dict[str, list[float]], y: np.n
 class GateVerdict:
     passed: bool
     reason: str
-    pr_auc: float
+    metric: str  # what is compared, higher is better: "PR AUC", "R2", ...
+    value: float
     floor: float
     champion_version: str | None
-    champion_pr_auc: float | None
+    champion_value: float | None
     tolerance: float
 
     def as_tags(self) -> dict[str, str]:
@@ -107,29 +108,33 @@ def champion_version(client: Any, name: str) -> Any | None:
         return None  # no registered model yet, or no champion alias
 
 
-def gate(client: Any, name: str, pr_auc: float, val: pd.DataFrame, floor: float,
-         tolerance: float, score: Any) -> GateVerdict:  # fmt: skip
-    """Pass when PR AUC beats the floor and is no worse than the champion's on the
-    *same* validation rows (minus the tolerance). ``score(model_uri, frame)`` gives
-    a version's PR AUC on ``frame``."""
+def gate(client: Any, name: str, value: float, val: pd.DataFrame, floor: float,
+         tolerance: float, score: Any, *, metric: str = "PR AUC") -> GateVerdict:  # fmt: skip
+    """The promotion gate of every workload: pass when the validation ``metric``
+    (higher is better) beats the floor and is no worse than the champion's on the
+    *same* validation rows (minus the tolerance). ``score(model_uri, frame)`` gives a
+    version's metric on ``frame``."""
     champ = champion_version(client, name)
-    champ_auc = score(f"models:/{name}/{champ.version}", val) if champ is not None else None
-    if pr_auc <= floor:
-        reason = f"validation PR AUC {pr_auc:.4f} is not above the floor {floor:.4f}"
+    champ_value = score(f"models:/{name}/{champ.version}", val) if champ is not None else None
+    what = f"validation {metric}"
+    if value <= floor:
+        reason = f"{what} {value:.4f} is not above the floor {floor:.4f}"
         passed = False
-    elif champ_auc is not None and pr_auc < champ_auc - tolerance:
-        reason = (f"validation PR AUC {pr_auc:.4f} is below champion v{champ.version}'s "
-                  f"{champ_auc:.4f} minus the tolerance {tolerance:.4f}")  # fmt: skip
+    elif champ_value is not None and value < champ_value - tolerance:
+        reason = (f"{what} {value:.4f} is below champion v{champ.version}'s "
+                  f"{champ_value:.4f} minus the tolerance {tolerance:.4f}")  # fmt: skip
         passed = False
     else:
-        reason = f"validation PR AUC {pr_auc:.4f} is above the floor {floor:.4f}"
-        if champ_auc is not None:
-            reason += f" and within {tolerance:.4f} of champion v{champ.version} ({champ_auc:.4f})"
+        reason = f"{what} {value:.4f} is above the floor {floor:.4f}"
+        if champ_value is not None:
+            reason += (
+                f" and within {tolerance:.4f} of champion v{champ.version} ({champ_value:.4f})"
+            )
         else:
             reason += "; there is no champion yet"
         passed = True
-    return GateVerdict(passed, reason, pr_auc, floor, champ.version if champ else None,
-                       champ_auc, tolerance)  # fmt: skip
+    return GateVerdict(passed, reason, metric, value, floor, champ.version if champ else None,
+                       champ_value, tolerance)  # fmt: skip
 
 
 def set_aliases(client: Any, name: str, version: str, verdict: GateVerdict) -> list[str]:

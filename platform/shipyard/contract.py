@@ -41,10 +41,13 @@ __all__ = [
     "CONSTRAINT_KEYS",
     "Column",
     "ServingContract",
+    "check_challenger",
+    "compatibility",
     "contract_from",
     "contract_tags",
     "read_contract",
     "register_model",
+    "request_fields",
 ]
 
 TAG = "shipyard."
@@ -267,3 +270,90 @@ def read_contract(tracking_uri: str, model: str, version: str) -> ServingContrac
     mlflow.set_tracking_uri(tracking_uri)
     info = mlflow.models.get_model_info(f"models:/{model}/{version}")
     return contract_from(model, str(version), info.signature, dict(mv.tags or {}))
+
+
+#: Integer types a wider numeric field accepts as they are.
+_WIDER = {"double": {"float", "long", "integer"}, "float": {"long", "integer"},
+          "long": {"integer"}}  # fmt: skip
+
+
+def request_fields(c: ServingContract, *, online: bool = True) -> dict[str, Column]:
+    """What a client sends for this version: its entity keys and every input the
+    feature store does not supply (``online``: the application joins online
+    features), and the id field it may echo back. The router's request schema
+    (``services.router.schema``) checks exactly these."""
+    online = online and bool(c.feature_service)
+    fields: dict[str, Column] = {}
+    for key in c.entity_keys if online else ():
+        fields[key] = Column(key, c.constraints.get(key, {}).get("type", "string"), True)
+    for col in c.inputs:
+        if col.name in c.online_inputs and online:
+            continue
+        fields[col.name] = Column(
+            col.name, col.type, col.required and col.name not in c.online_inputs
+        )
+    if c.id_field and c.id_field not in fields:
+        fields[c.id_field] = Column(c.id_field, "any", False)
+    return fields
+
+
+def compatibility(champion: ServingContract, challenger: ServingContract, *,
+                  online: bool = True) -> list[str]:  # fmt: skip
+    """How the challenger would break the champion's clients, one line per field;
+    empty when it accepts every request they send and answers with every output they
+    read. The model's flavor, architecture and online features may differ freely."""
+    sent = request_fields(champion, online=online)
+    takes = request_fields(challenger, online=online)
+    problems = []
+    for name, col in takes.items():
+        was = sent.get(name)
+        if col.required and was is None:
+            problems.append(f"{name}: the challenger requires it; the champion's clients "
+                            "do not send it")  # fmt: skip
+        elif col.required and not was.required:
+            problems.append(f"{name}: the challenger requires it; for the champion it is "
+                            "optional, so clients may leave it out")  # fmt: skip
+        if was is None or "any" in (col.type, was.type) or col.type == was.type:
+            continue
+        if was.type not in _WIDER.get(col.type, set()):
+            problems.append(f"{name}: the challenger takes {col.type}; the champion's clients "
+                            f"send {was.type}")  # fmt: skip
+    for name, checks in challenger.constraints.items():
+        if name not in sent or name not in takes:
+            continue
+        before = champion.constraints.get(name, {})
+        changed = sorted(k for k, v in checks.items() if before.get(k) != v)
+        if changed:
+            problems.append(f"{name}: the challenger checks {', '.join(f'{k}={checks[k]!r}' for k in changed)}"
+                            f" where the champion checks {', '.join(f'{k}={before.get(k)!r}' for k in changed)}")  # fmt: skip
+    refused = (
+        set(challenger.online_inputs) & set(sent)
+        if online and challenger.feature_service
+        else set()
+    )
+    for name in sorted(refused - set(takes)):
+        problems.append(f"{name}: the champion's clients send it; the challenger reads it from "
+                        "the online feature store and refuses it in a request")  # fmt: skip
+    outputs = {o.name for o in challenger.outputs}
+    for out in champion.outputs:
+        if out.name not in outputs:
+            problems.append(f"output {out.name}: the champion's clients read it; the challenger "
+                            f"answers {', '.join(sorted(outputs))}")  # fmt: skip
+    return problems
+
+
+def check_challenger(tracking_uri: str, model: str, stable: str, candidate: str, *,
+                     online: bool = True) -> ServingContract:  # fmt: skip
+    """The candidate's contract, or a :class:`ConfigError` naming every field in which
+    it would break the clients of the stable version (see :func:`compatibility`)."""
+    champion = read_contract(tracking_uri, model, stable)
+    challenger = read_contract(tracking_uri, model, candidate)
+    problems = compatibility(champion, challenger, online=online)
+    if problems:
+        raise ConfigError(
+            f"{model} version {candidate} cannot replace version {stable} for its clients:\n  "
+            + "\n  ".join(problems),
+            hint="register the challenger with a signature and serving contract that accept "
+            "what the stable version's clients send (or serve it under another model name)",
+        )
+    return challenger

@@ -362,3 +362,66 @@ def test_fuzz_raw_bytes_never_escape_as_anything_but_400(raw: bytes) -> None:
         parse_json(raw)
     except RequestError as exc:
         assert exc.status == 400
+
+
+# -- challengers: may change flavor and features, not what the clients send or read ----------
+def _spend() -> ServingContract:
+    from mlflow.models import infer_signature
+
+    from pipelines.spend.model import FEATURE_INPUTS, serving_contract
+
+    example = pd.DataFrame({c: [1.0, np.nan] for c in FEATURE_INPUTS}
+                           | {"as_of": ["2026-01-01T00:00:00Z"] * 2})  # fmt: skip
+    signature = infer_signature(example)
+    signature.outputs = Schema([ColSpec("double", "spend_next_7d")])
+    return contract_from("customer-spend", "1", signature, contract_tags(**serving_contract()))
+
+
+def test_request_fields_match_the_routers_schema(price: ServingContract, fraud: ServingContract) -> None:  # fmt: skip
+    from shipyard.contract import request_fields
+
+    for contract in (price, fraud, _spend()):
+        for online in (True, False):
+            fields = request_fields(contract, online=online)
+            schema = RequestSchema(contract, online)
+            assert {f["name"]: (f["type"], f["required"]) for f in schema.describe()} == {
+                n: (c.type, c.required) for n, c in fields.items()
+            }
+
+
+def test_a_challenger_of_another_flavor_with_the_same_fields_is_compatible(fraud: ServingContract) -> None:  # fmt: skip
+    from dataclasses import replace
+
+    from shipyard.contract import Column, compatibility
+
+    # other online features, another output type, another model inside: all fine
+    other = replace(fraud, version="2", online_inputs=fraud.online_inputs[:-1],
+                    inputs=[c for c in fraud.inputs if c.name != "amount_to_cust_mean_7d"]
+                    + [Column("amount_to_cust_mean_7d", "double", False)],
+                    outputs=[*fraud.outputs, Column("explanation", "any")])  # fmt: skip
+    assert compatibility(fraud, other) == []
+    # a looser check is fine
+    looser = replace(fraud, constraints={k: v for k, v in fraud.constraints.items() if k != "country"})
+    assert compatibility(fraud, looser) == []
+
+
+def test_an_incompatible_challenger_is_named_field_by_field(fraud: ServingContract) -> None:
+    from shipyard.contract import compatibility
+
+    problems = compatibility(fraud, _spend())
+    text = "\n".join(problems)
+    assert "as_of: the challenger requires it" in text
+    assert "output fraud_probability: the champion's clients read it" in text
+    # a request field the challenger reads from the store instead, a narrower check, a type
+    from dataclasses import replace
+
+    from shipyard.contract import Column
+
+    inputs = [Column("amount", "string") if c.name == "amount" else c for c in fraud.inputs]
+    odd = replace(fraud, version="3", inputs=inputs,
+                  constraints={**fraud.constraints, "country": {"pattern": "[A-Z]{3}"}},
+                  online_inputs=[*fraud.online_inputs, "category"])  # fmt: skip
+    text = "\n".join(compatibility(fraud, odd))
+    assert "amount: the challenger takes string; the champion's clients send double" in text
+    assert "country: the challenger checks pattern='[A-Z]{3}'" in text
+    assert "category: the champion's clients send it; the challenger reads it" in text

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.features.repo.entities import customer, merchant
-from pipelines.features.repo.services import fraud_model_v1
+from pipelines.features.repo.services import customer_spend_v1, fraud_model_v1
 from pipelines.features.repo.sources import customer_source, merchant_source, transaction_request
 from pipelines.features.repo.views import (
     amount_view,
@@ -18,9 +18,10 @@ from pipelines.features.repo.views import (
     merchant_features,
 )
 
-__all__ = ["FEATURE_SERVICE", "definitions"]
+__all__ = ["FEATURE_SERVICE", "SPEND_SERVICE", "definitions"]
 
 FEATURE_SERVICE = "fraud_model_v1"
+SPEND_SERVICE = "customer_spend_v1"
 
 
 def definitions(root: Path) -> list[Any]:
@@ -35,4 +36,5 @@ def definitions(root: Path) -> list[Any]:
         merchant_view,
         amount_features,
         fraud_model_v1(customer_view, merchant_view, amount_features),
+        customer_spend_v1(customer_view),
     ]
