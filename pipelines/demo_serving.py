@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from shipyard import rollouts, serving
+from shipyard import serving
 from shipyard.canary import TERMINAL, parse_plan
+from shipyard.canary import client as rollouts
 from shipyard.settings import Settings
 from shipyard.traffic import Load
 

@@ -525,6 +525,11 @@ def _plan_options(fn: Any) -> Any:
             help="intervals in a row with too few canary requests before the rollout pauses",
         ),  # fmt: skip
         click.option("--ready-timeout", default=None, help="deadline for the canary to load"),
+        click.option(
+            "--warmup",
+            default=None,
+            help="after each weight change, latencies left out of the p95 comparison, e.g. 5s",
+        ),  # fmt: skip
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -572,9 +577,9 @@ def _print_rollout(state: dict[str, Any], last: int | None = None) -> None:
 @click.pass_obj
 def canary_start(obj: _Ctx, model: str, version: str, as_json: bool, **plan: Any) -> None:
     """Roll VERSION out to MODEL's application as a canary, step by step."""
-    from shipyard import rollouts
+    from shipyard.canary import client
 
-    state = rollouts.start(obj.settings, model, version, _plan(**plan), echo=_say)
+    state = client.start(obj.settings, model, version, _plan(**plan), echo=_say)
     if as_json:
         click.echo(json.dumps(state, indent=2, default=str))
     else:
@@ -591,10 +596,9 @@ def canary_start(obj: _Ctx, model: str, version: str, as_json: bool, **plan: Any
 @click.pass_obj
 def canary_status(obj: _Ctx, model: str, follow: bool, as_json: bool) -> None:
     """The rollout's state and every decision with its reason."""
-    from shipyard import rollouts
-    from shipyard.canary import ACTIVE
+    from shipyard.canary import ACTIVE, client
 
-    state = rollouts.status(obj.settings, model)
+    state = client.status(obj.settings, model)
     if as_json:
         click.echo(json.dumps(state, indent=2, default=str))
         return
@@ -602,7 +606,7 @@ def canary_status(obj: _Ctx, model: str, follow: bool, as_json: bool) -> None:
     seen = len(state.get("decisions") or [])
     while follow and state.get("status") in ACTIVE:
         time.sleep(1.0)
-        state = rollouts.status(obj.settings, model)
+        state = client.status(obj.settings, model)
         for d in (state.get("decisions") or [])[seen:]:
             click.echo(f"  {d['at']}  {d['action']:<13} {d.get('weight', 0):>5g}%  {d['reason']}")
         seen = len(state.get("decisions") or [])
@@ -617,9 +621,9 @@ def _canary_action(action: str, doc: str) -> None:
     @click.argument("model")
     @click.pass_obj
     def _cmd(obj: _Ctx, model: str) -> None:
-        from shipyard import rollouts
+        from shipyard.canary import client
 
-        state = rollouts.command(obj.settings, model, action, echo=_say)
+        state = client.command(obj.settings, model, action, echo=_say)
         _print_rollout(state, last=1)
 
 
@@ -637,9 +641,9 @@ _canary_action("rollback", "Send all traffic back to stable and empty the canary
 def canary_watch(obj: _Ctx, model: str, stop: bool, **plan: Any) -> None:
     """Start a rollout whenever the `challenger` alias moves to a version that passed
     the training gate (the controller watches the registry in the cluster)."""
-    from shipyard import rollouts
+    from shipyard.canary import client
 
-    state = rollouts.watch(obj.settings, model, _plan(**plan), enabled=not stop, echo=_say)
+    state = client.watch(obj.settings, model, _plan(**plan), enabled=not stop, echo=_say)
     _print_rollout(state, last=1)
 
 

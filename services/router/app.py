@@ -39,6 +39,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
+from shipyard.canary.analysis import RouterReport, VariantReport
+from shipyard.canary.controller import NAMESPACE as CONTROLLER_NAMESPACE
+from shipyard.canary.controller import controller_name
 from shipyard.contract import read_contract
 from starlette.requests import Request
 from starlette.responses import Response
@@ -56,8 +59,6 @@ from services.router.schema import MAX_BODY_BYTES, RequestError, RequestSchema, 
 __all__ = ["AppArgs", "Router", "bucket", "build_app", "controller_name", "json_response"]
 
 log = logging.getLogger("ray.serve")
-CONTROLLER_NAMESPACE = "shipyard"
-_LATENCY_SAMPLES = 5000  # per variant per report (one second); later ones are counted, not timed
 
 
 class AppArgs(BaseModel):
@@ -77,10 +78,6 @@ class AppArgs(BaseModel):
     batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)
 
 
-def controller_name(app: str) -> str:
-    return f"canary-{app}"
-
-
 def bucket(key: str) -> float:
     """A stable position of ``key`` in [0, 100), with 0.01 resolution."""
     digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest()
@@ -88,25 +85,21 @@ def bucket(key: str) -> float:
 
 
 class _Window:
-    """Per-variant counts since the last report."""
+    """Per-variant counts since the last report to the rollout controller."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.data: dict[str, dict[str, Any]] = {}
+        self.data: dict[str, VariantReport] = {}
         self.totals: dict[str, dict[str, int]] = {}
 
     def record(self, variant: str, ok: bool, latency_ms: float) -> None:
         with self.lock:
-            w = self.data.setdefault(variant, {"requests": 0, "errors": 0, "latencies_ms": []})
-            w["requests"] += 1
-            w["errors"] += 0 if ok else 1
-            if len(w["latencies_ms"]) < _LATENCY_SAMPLES:
-                w["latencies_ms"].append(round(latency_ms, 3))
+            self.data.setdefault(variant, VariantReport()).record(ok, latency_ms)
             t = self.totals.setdefault(variant, {"requests": 0, "errors": 0})
             t["requests"] += 1
             t["errors"] += 0 if ok else 1
 
-    def take(self) -> dict[str, dict[str, Any]]:
+    def take(self) -> dict[str, VariantReport]:
         with self.lock:
             data, self.data = self.data, {}
         return data
@@ -332,9 +325,9 @@ class Router:
                     controller = None
             if controller is None:
                 continue
-            report = {"replica": self.replica, "at": time.time(), "weight": self.weight,
-                      "versions": dict(self.versions), "variants": data}  # fmt: skip
-            last = controller.report.remote(report)
+            report = RouterReport(weight=self.weight, variants=data, replica=self.replica,
+                                  at=time.time(), versions=dict(self.versions))  # fmt: skip
+            last = controller.report.remote(report.to_dict())
 
     def __del__(self) -> None:
         self._stop.set()

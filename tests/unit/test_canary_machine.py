@@ -1,25 +1,49 @@
-"""The rollout state machine on thin and bad traffic, without a cluster: an interval
-with too few canary requests is inconclusive (the step waits and the next interval
-adds to the window), a rollout that stays starved pauses for a person, a canary with
-enough bad traffic is rolled back, and nothing is promoted without enough traffic.
+"""The canary, without a cluster: the plan, the analysis, the transition table, and the
+rollout state machine through every transition.
 
 The Serve config and the durable state live in an in-memory backend (the same
-``ServeBackend`` interface as Serve's REST API and the RayService); time is a clock
-the test advances."""
+``ServeBackend`` interface as Serve's REST API and the RayService); time is a fake
+monotonic clock, a fake wall clock and a fake sleep that the test advances; the
+registry is a fake that records what it was told."""
 
 from __future__ import annotations
 
 import copy
+import itertools
+import json
 from typing import Any
 
 import pytest
-from shipyard import canary
-from shipyard.canary import CanaryPlan, Rollout, new_command
-from shipyard.serve_backends import AppStatus, get_app
-from shipyard.serving import app_config, rollout_view, serve_config
+from shipyard.canary import (
+    ACTIVE,
+    TERMINAL,
+    TRANSITIONS,
+    CanaryPlan,
+    Event,
+    IllegalTransition,
+    Rollout,
+    RolloutState,
+    RouterReport,
+    Status,
+    VariantReport,
+    Window,
+    analyze,
+    new_command,
+    parse_duration,
+    parse_plan,
+    transition,
+)
+from shipyard.canary import machine as machine_module
+from shipyard.errors import ConfigError
+from shipyard.serve_backends import AppStatus, get_app, put_app
+from shipyard.serving import app_config, rollout_view, serve_config, with_rollout
 from shipyard.settings import Settings
 
 APP = "m"
+
+
+class Crash(Exception):
+    """The controller's process dies here."""
 
 
 class MemoryBackend:
@@ -29,22 +53,33 @@ class MemoryBackend:
         self.config = copy.deepcopy(config)
         self.states: dict[str, dict[str, Any]] = {}
         self.commands: dict[str, dict[str, Any]] = {}
+        self.canary_ready = True
+        self.writes = 0
+        self.crash_on_write: int | None = None  # the n-th config write dies
 
     def read_config(self) -> dict[str, Any]:
         return copy.deepcopy(self.config)
 
     def write_config(self, config: dict[str, Any]) -> None:
+        self.writes += 1
+        if self.writes == self.crash_on_write:
+            raise Crash(f"config write {self.writes}")
         self.config = copy.deepcopy(config)
 
     def app_status(self, app: str) -> AppStatus | None:
         deployed = get_app(self, app)
+        if deployed is None:
+            return None
         ready = {d: {"status": "HEALTHY", "replicas": 1} for d in ("router", "stable", "canary")}
+        if not self.canary_ready:
+            ready["canary"] = {"status": "UPDATING", "replicas": 0, "message": "loading"}
         return AppStatus(app, "RUNNING", deployments=ready, config=deployed)
 
     def load_state(self, app: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.states.get(app))
 
     def save_state(self, app: str, state: dict[str, Any]) -> None:
+        json.dumps(state)  # what a backend stores is JSON
         self.states[app] = copy.deepcopy(state)
 
     def load_command(self, app: str) -> dict[str, Any] | None:
@@ -57,19 +92,37 @@ class MemoryBackend:
         return {"kind": self.kind}
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
+class Time:
+    """A monotonic clock, a wall clock and a sleep that moves both."""
 
-    def __call__(self) -> float:
-        return self.now
+    def __init__(self) -> None:
+        self.mono, self.wall = 100.0, 1_700_000_000.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.mono
+
+    def now(self) -> float:
+        return self.wall
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
 
 
 class Registry:
     def __init__(self) -> None:
         self.events: list[tuple[str, str]] = []
+        self.crash = False
 
     def promoted(self, model: str, version: str) -> str:
+        if self.crash:
+            self.crash = False
+            raise Crash("registry")
         self.events.append(("promoted", version))
         return f"alias champion -> version {version}"
 
@@ -77,93 +130,542 @@ class Registry:
         self.events.append(("rolled_back", version))
 
 
+PLAN = CanaryPlan(steps=[10, 100], interval_s=10, min_requests=20, failure_threshold=2,
+                  max_inconclusive=3, max_latency_ratio=2.0, warmup_s=0)  # fmt: skip
+
+
+class World:
+    """One application, its backend, time and registry; ``rollout`` is the controller's
+    machine, ``restart()`` a new controller process on the same durable state."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.backend = MemoryBackend(serve_config(settings, [app_config(settings, APP, "1")]))
+        self.time, self.registry = Time(), Registry()
+        self.rollout = self.restart()
+
+    def restart(self) -> Rollout:
+        self.rollout = Rollout(self.backend, APP, registry=self.registry, clock=self.time.clock,
+                               now=self.time.now, sleep=self.time.sleep, poll_s=0.0)  # fmt: skip
+        return self.rollout
+
+    def start(self, plan: CanaryPlan = PLAN, version: str = "2") -> None:
+        self.rollout.handle(new_command("start", version=version, model=APP,
+                                        plan=plan.model_dump()))  # fmt: skip
+
+    def command(self, action: str) -> None:
+        self.rollout.handle(new_command(action))
+
+    def interval(self, canary_n: int, canary_errors: int = 0, stable_n: int = 200,
+                 ms: float = 10.0, canary_ms: float | None = None) -> None:  # fmt: skip
+        """One interval of router reports, then the controller's tick."""
+        self.report(canary_n, canary_errors, stable_n, ms, canary_ms)
+        self.time.advance(PLAN.interval_s)
+        self.rollout.tick()
+
+    def report(self, canary_n: int, canary_errors: int = 0, stable_n: int = 200,
+               ms: float = 10.0, canary_ms: float | None = None) -> None:  # fmt: skip
+        self.rollout.report(RouterReport(weight=self.rollout.state.weight, variants={
+            "canary": VariantReport(canary_n, canary_errors, [canary_ms or ms] * canary_n),
+            "stable": VariantReport(stable_n, 0, [ms] * stable_n)}).to_dict())  # fmt: skip
+
+    @property
+    def serving(self) -> dict[str, Any]:
+        return rollout_view(get_app(self.backend, APP))
+
+    @property
+    def saved(self) -> dict[str, Any]:
+        return self.backend.states[APP]
+
+    def actions(self) -> list[str]:
+        return [d["action"] for d in self.saved["decisions"]]
+
+
 @pytest.fixture
-def machine(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Rollout, Clock, Registry]:
-    monkeypatch.setattr(canary, "DRAIN_S", 0.0)
-    monkeypatch.setattr(canary, "wait_ready", lambda *a, **k: None)  # the backend is instant
-    settings = Settings(data_root=tmp_path, serve={"feature_repo": "/repo"})
-    backend = MemoryBackend(serve_config(settings, [app_config(settings, APP, "1")]))
-    clock, registry = Clock(), Registry()
-    rollout = Rollout(backend, APP, registry=registry, clock=clock)
-    plan = CanaryPlan(steps=[10, 100], interval_s=10, min_requests=20, failure_threshold=2,
-                      max_inconclusive=3, max_latency_ratio=2.0)  # fmt: skip
-    rollout.handle(new_command("start", version="2", model=APP, plan=plan.model_dump()))
-    rollout.tick()  # pending -> starting (the canary loads version 2)
-    rollout.tick()  # starting -> progressing at 10 %
-    assert rollout.status == "progressing" and rollout.state["weight"] == 10.0
-    return rollout, clock, registry
+def settings(tmp_path: Any) -> Settings:
+    return Settings(data_root=tmp_path, serve={"feature_repo": "/repo"})
 
 
-def _interval(rollout: Rollout, clock: Clock, canary_n: int, canary_errors: int = 0,
-              stable_n: int = 200, ms: float = 10.0) -> None:  # fmt: skip
-    """One interval of router reports, then the controller's tick."""
-    rollout.report({"weight": rollout.state["weight"], "variants": {
-        "canary": {"requests": canary_n, "errors": canary_errors, "latencies_ms": [ms] * canary_n},
-        "stable": {"requests": stable_n, "errors": 0, "latencies_ms": [ms] * stable_n}}})  # fmt: skip
-    clock.now += 10.0
-    rollout.tick()
+@pytest.fixture
+def world(settings: Settings) -> World:
+    return World(settings)
 
 
-def _actions(rollout: Rollout) -> list[str]:
-    return [d["action"] for d in rollout.state["decisions"]]
+@pytest.fixture
+def progressing(world: World) -> World:
+    """A rollout of version 2 at its first step, 10 %."""
+    world.start()
+    world.rollout.tick()  # pending -> starting (the canary loads version 2)
+    world.rollout.tick()  # starting -> progressing at 10 %
+    assert world.rollout.status == Status.PROGRESSING and world.serving["canary_weight"] == 10.0
+    return world
 
 
-def test_thin_traffic_waits_and_adds_up_instead_of_failing(machine: Any) -> None:
-    rollout, clock, registry = machine
-    _interval(rollout, clock, canary_n=8)
-    _interval(rollout, clock, canary_n=8)
-    assert rollout.status == "progressing" and rollout.state["weight"] == 10.0
-    assert _actions(rollout)[-2:] == ["inconclusive", "inconclusive"]
-    assert rollout.state["failed_checks"] == 0
-    _interval(rollout, clock, canary_n=8)  # 24 requests in the window: judged, passed
-    assert _actions(rollout)[-2:] == ["check_passed", "advance"]
-    assert rollout.state["decisions"][-2]["metrics"]["canary"]["requests"] == 24
-    assert rollout.state["weight"] == 100.0 and rollout.state["inconclusive_checks"] == 0
-    _interval(rollout, clock, canary_n=5, stable_n=0)  # the last step: not promoted on 5
-    assert rollout.status == "progressing" and _actions(rollout)[-1] == "inconclusive"
-    _interval(rollout, clock, canary_n=30, stable_n=0)
-    assert rollout.status == "promoted" and registry.events == [("promoted", "2")]
-    assert rollout_view(get_app(rollout.backend, APP))["stable_version"] == "2"
+# -- the table ---------------------------------------------------------------------------------
 
 
-def test_a_rollout_starved_of_traffic_pauses_for_a_person(machine: Any) -> None:
-    rollout, clock, registry = machine
+@pytest.mark.parametrize(("move", "to"), list(TRANSITIONS.items()), ids=lambda x: str(x))
+def test_every_transition_of_the_table(move: tuple[Status, Event], to: Status) -> None:
+    assert transition(*move) == to
+    assert transition(str(move[0]), str(move[1])) == to  # as the JSON document spells them
+
+
+ILLEGAL = [m for m in itertools.product(Status, Event) if m not in TRANSITIONS]
+
+
+@pytest.mark.parametrize("move", ILLEGAL, ids=lambda m: f"{m[0]}-{m[1]}")
+def test_every_other_move_is_refused(move: tuple[Status, Event]) -> None:
+    with pytest.raises(IllegalTransition, match="does not apply while the rollout is"):
+        transition(*move)
+
+
+def test_statuses_are_a_closed_set() -> None:
+    assert ACTIVE.isdisjoint(TERMINAL) and set(Status) == ACTIVE | TERMINAL | {Status.IDLE}
+    assert not [m for m in TRANSITIONS if m[0] in TERMINAL and m[1] != Event.START]
+    assert "promoted" in TERMINAL and "paused" in ACTIVE  # the JSON's strings match
+    with pytest.raises(ValueError):
+        Status("none")
+
+
+def test_the_machine_changes_status_only_through_the_table(
+    progressing: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[str, str]] = []
+    real = machine_module.transition
+    monkeypatch.setattr(machine_module, "transition",
+                        lambda s, e: seen.append((str(s), str(e))) or real(s, e))  # fmt: skip
+    progressing.interval(canary_n=30)
+    progressing.interval(canary_n=30, stable_n=0)
+    assert seen == [("progressing", "advance"), ("progressing", "promote"),
+                    ("promoting", "promoted")]  # fmt: skip
+
+
+# -- start -------------------------------------------------------------------------------------
+
+
+def test_start_deploys_then_progresses_when_the_canary_is_ready(world: World) -> None:
+    world.backend.canary_ready = False
+    world.start()
+    assert world.saved["status"] == "pending" and world.actions() == ["start"]
+    world.rollout.tick()
+    assert world.rollout.status == Status.STARTING and world.serving["canary_version"] == "2"
+    assert world.serving["canary_weight"] == 0.0
+    world.time.advance(30)
+    world.rollout.tick()
+    assert world.rollout.status == Status.STARTING  # still loading, before the deadline
+    world.backend.canary_ready = True
+    world.rollout.tick()
+    assert world.rollout.status == Status.PROGRESSING and world.saved["step"] == 0
+    assert world.actions() == ["start", "deploy", "ready", "advance"]
+    assert world.serving["canary_weight"] == 10.0 and world.saved["weight"] == 10.0
+
+
+def test_a_canary_not_ready_by_the_deadline_is_rolled_back(world: World) -> None:
+    world.backend.canary_ready = False
+    world.start(PLAN.model_copy(update={"ready_timeout_s": 60}))
+    world.rollout.tick()
+    world.time.advance(61)
+    world.rollout.tick()
+    assert world.rollout.status == Status.ROLLED_BACK
+    assert "not ready after 60s (UPDATING: loading)" in world.saved["decisions"][-1]["reason"]
+    assert world.serving == {"stable_version": "1", "canary_version": None, "canary_weight": 0.0}
+    assert world.registry.events == [("rolled_back", "2")]
+
+
+@pytest.mark.parametrize(
+    ("setup", "version", "reason"),
+    [("active", "3", "is already progressing"), (None, "1", "already the stable version"),
+     ("undeployed", "2", "not deployed")],
+)  # fmt: skip
+def test_start_is_refused(progressing: World, setup: str | None, version: str,
+                          reason: str) -> None:  # fmt: skip
+    world = progressing
+    if setup != "active":
+        world.command("rollback")
+    if setup == "undeployed":
+        world.backend.config["applications"] = []
+    before = world.rollout.status
+    world.start(version=version)
+    assert world.actions()[-1] == "refused" and reason in world.saved["decisions"][-1]["reason"]
+    assert world.rollout.status == before
+
+
+def test_a_new_rollout_keeps_the_history_watch_and_controller(progressing: World) -> None:
+    world = progressing
+    world.command("watch")
+    world.command("rollback")
+    world.rollout.state.controller_restarts = 2
+    world.start(version="3")
+    saved = world.saved
+    assert saved["status"] == "pending" and saved["canary_version"] == "3"
+    assert saved["history"][0]["canary_version"] == "2"
+    assert saved["history"][0]["status"] == "rolled_back"
+    assert saved["watch"]["enabled"] and saved["controller_restarts"] == 2
+    assert saved["decisions"][0]["action"] == "start" and len(saved["decisions"]) == 1
+
+
+# -- analysis at each step ---------------------------------------------------------------------
+
+
+def test_passing_every_step_promotes_and_moves_the_registry(progressing: World) -> None:
+    world = progressing
+    world.interval(canary_n=30)
+    assert world.actions()[-2:] == ["check_passed", "advance"] and world.saved["weight"] == 100
+    world.interval(canary_n=300, stable_n=0)  # at 100 %: compared with the stable baseline
+    assert world.rollout.status == Status.PROMOTED
+    assert world.actions()[-5:] == ["check_passed", "promote", "shift", "stable_loaded",
+                                    "promoted"]  # fmt: skip
+    assert world.registry.events == [("promoted", "2")]
+    assert world.serving == {"stable_version": "2", "canary_version": None, "canary_weight": 0.0}
+    assert world.saved["stable_version"] == "2" and world.saved["finished_at"]
+    assert world.time.slept == [machine_module.DRAIN_S]  # the drain, through the fake sleep
+
+
+def test_failed_checks_up_to_the_threshold_roll_back(progressing: World) -> None:
+    world = progressing
+    world.interval(canary_n=30, canary_errors=5)
+    assert world.actions()[-1] == "check_failed" and world.saved["failed_checks"] == 1
+    assert "(failed check 1/2)" in world.saved["decisions"][-1]["reason"]
+    assert world.rollout.status == Status.PROGRESSING
+    world.interval(canary_n=30, canary_ms=50.0)  # too slow: 5x stable's p95
+    assert world.rollout.status == Status.ROLLED_BACK
+    assert "2 failed checks; last: canary p95 latency" in world.saved["decisions"][-1]["reason"]
+    assert world.registry.events == [("rolled_back", "2")]
+    assert world.serving["canary_version"] is None and world.serving["canary_weight"] == 0.0
+
+
+def test_an_interval_without_metrics_rolls_back(progressing: World) -> None:
+    world = progressing
+    world.time.advance(PLAN.interval_s)  # not a single report from the router
+    world.rollout.tick()
+    assert world.rollout.status == Status.ROLLED_BACK
+    assert world.saved["decisions"][-1]["reason"].startswith("missing metrics")
+    assert world.saved["decisions"][-1]["metrics"]["reports"] == 0
+
+
+def test_a_report_for_another_weight_belongs_to_the_last_step(progressing: World) -> None:
+    world = progressing
+    world.rollout.report(RouterReport(weight=0.0, variants={
+        "canary": VariantReport(50, 50, [1.0] * 50)}).to_dict())  # fmt: skip
+    world.interval(canary_n=30)
+    assert world.saved["decisions"][-2]["metrics"]["canary"]["requests"] == 30
+
+
+def test_thin_traffic_waits_and_adds_up_instead_of_failing(progressing: World) -> None:
+    world = progressing
+    world.interval(canary_n=8)
+    world.interval(canary_n=8)
+    assert world.rollout.status == Status.PROGRESSING and world.saved["weight"] == 10.0
+    assert world.actions()[-2:] == ["inconclusive", "inconclusive"]
+    assert world.saved["failed_checks"] == 0 and world.saved["inconclusive_checks"] == 2
+    world.interval(canary_n=8)  # 24 requests in the window: judged, passed
+    assert world.actions()[-2:] == ["check_passed", "advance"]
+    assert world.saved["decisions"][-2]["metrics"]["canary"]["requests"] == 24
+    assert world.saved["weight"] == 100.0 and world.saved["inconclusive_checks"] == 0
+    world.interval(canary_n=5, stable_n=0)  # the last step: not promoted on 5 requests
+    assert world.rollout.status == Status.PROGRESSING and world.actions()[-1] == "inconclusive"
+    world.interval(canary_n=30, stable_n=0)
+    assert world.rollout.status == Status.PROMOTED and world.registry.events == [("promoted", "2")]
+
+
+def test_a_rollout_starved_of_traffic_pauses_for_a_person(progressing: World) -> None:
+    world = progressing
     for _ in range(3):
-        _interval(rollout, clock, canary_n=2)
-    assert rollout.status == "paused" and _actions(rollout)[-1] == "pause"
-    assert "paused for a person" in rollout.state["decisions"][-1]["reason"]
-    assert rollout.state["weight"] == 10.0 and registry.events == []  # kept, not rolled back
-    rollout.handle(new_command("resume"))
-    assert rollout.status == "progressing" and rollout.state["inconclusive_checks"] == 0
-    _interval(rollout, clock, canary_n=25)
-    assert _actions(rollout)[-2:] == ["check_passed", "advance"]
+        world.interval(canary_n=2)
+    assert world.rollout.status == Status.PAUSED and world.actions()[-1] == "pause"
+    reason = world.saved["decisions"][-1]["reason"]
+    assert "fewer than min_requests 20 after 3 intervals: paused for a person" in reason
+    assert f"shipyard canary resume|promote|rollback {APP}" in reason
+    assert world.saved["weight"] == 10.0 and world.registry.events == []  # kept, not rolled back
+    world.interval(canary_n=50)  # paused: nothing is judged
+    assert world.rollout.status == Status.PAUSED
+    world.command("resume")
+    assert world.rollout.status == Status.PROGRESSING and world.saved["inconclusive_checks"] == 0
+    world.interval(canary_n=25)
+    assert world.actions()[-2:] == ["check_passed", "advance"]
+    assert world.saved["decisions"][-2]["metrics"]["canary"]["requests"] == 25  # a fresh window
 
 
-def test_enough_bad_traffic_rolls_back_even_after_waiting(machine: Any) -> None:
-    rollout, clock, registry = machine
-    _interval(rollout, clock, canary_n=10, canary_errors=5)  # inconclusive, though bad
-    assert rollout.status == "progressing"
-    _interval(rollout, clock, canary_n=10, canary_errors=5)  # 20 requests, 50 % errors
-    assert _actions(rollout)[-1] == "check_failed" and rollout.state["failed_checks"] == 1
-    _interval(rollout, clock, canary_n=25, canary_errors=10)
-    assert rollout.status == "rolled_back" and registry.events == [("rolled_back", "2")]
-    assert rollout_view(get_app(rollout.backend, APP))["canary_version"] is None
+def test_enough_bad_traffic_rolls_back_even_after_waiting(progressing: World) -> None:
+    world = progressing
+    world.interval(canary_n=10, canary_errors=5)  # inconclusive, though bad
+    assert world.rollout.status == Status.PROGRESSING
+    world.interval(canary_n=10, canary_errors=5)  # 20 requests, 50 % errors
+    assert world.actions()[-1] == "check_failed" and world.saved["failed_checks"] == 1
+    world.interval(canary_n=25, canary_errors=10)
+    assert world.rollout.status == Status.ROLLED_BACK
 
 
-def test_slow_canary_fails_its_check_and_silence_rolls_back(machine: Any) -> None:
-    rollout, clock, _ = machine
-    rollout.report({"weight": 10.0, "variants": {
-        "canary": {"requests": 30, "errors": 0, "latencies_ms": [50.0] * 30},
-        "stable": {"requests": 200, "errors": 0, "latencies_ms": [10.0] * 200}}})  # fmt: skip
-    clock.now += 10.0
-    rollout.tick()
+def test_warm_up_latencies_are_left_out_but_its_errors_count(world: World) -> None:
+    world.start(PLAN.model_copy(update={"warmup_s": 4.0, "max_error_rate": 0.05}))
+    world.rollout.tick()
+    world.rollout.tick()
+    world.report(canary_n=30, canary_ms=40.0)  # the new replica warming up: slow
+    world.time.advance(5)  # the warm-up is over
+    world.report(canary_n=30, canary_ms=11.0)
+    world.time.advance(5)
+    world.rollout.tick()
+    decision = world.saved["decisions"][-2]
+    assert decision["action"] == "check_passed", decision
+    assert decision["metrics"]["canary"]["requests"] == 60
+    assert decision["metrics"]["canary"]["p95_ms"] == 11.0
+    # errors in the warm-up count: 4 of 60 (6.7 %) fail a 5 % error rate
+    world.report(canary_n=30, canary_errors=4, canary_ms=10.0)  # just after the advance
+    world.time.advance(5)
+    world.report(canary_n=30, stable_n=0)
+    world.time.advance(5)
+    world.rollout.tick()
+    assert world.actions()[-1] == "check_failed"
+    assert "error rate 6.67%" in world.saved["decisions"][-1]["reason"]
+
+
+def test_every_canary_latency_in_the_warm_up_is_inconclusive() -> None:
+    window = Window()
+    report = RouterReport(weight=10, variants={"canary": VariantReport(30, 0, [9.0] * 30),
+                                               "stable": VariantReport(90, 0, [9.0] * 90)})  # fmt: skip
+    window.add(report, latencies=False)
+    check = analyze(window, PLAN, None)
+    assert check.inconclusive and not check.passed and "warm-up" in check.reason
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def test_pause_and_resume(progressing: World) -> None:
+    world = progressing
+    world.command("pause")
+    assert world.rollout.status == Status.PAUSED and world.actions()[-1] == "pause"
+    assert world.serving["canary_weight"] == 10.0
+    world.command("pause")
+    assert world.actions()[-1] == "refused"
     assert (
-        _actions(rollout)[-1] == "check_failed"
-        and "latency" in rollout.state["decisions"][-1]["reason"]
+        "pause does not apply while the rollout is paused" in world.saved["decisions"][-1]["reason"]
     )
-    clock.now += 10.0  # an interval without a single report from the router
-    rollout.tick()
+    world.command("resume")
+    assert world.rollout.status == Status.PROGRESSING and world.actions()[-1] == "resume"
+
+
+@pytest.mark.parametrize("paused", [False, True])
+def test_promote_skips_the_remaining_steps(progressing: World, paused: bool) -> None:
+    world = progressing
+    if paused:
+        world.command("pause")
+    world.command("promote")
+    assert world.rollout.status == Status.PROMOTING
+    world.rollout.tick()
+    assert world.rollout.status == Status.PROMOTED and world.serving["stable_version"] == "2"
+    assert world.registry.events == [("promoted", "2")]
+
+
+@pytest.mark.parametrize("paused", [False, True])
+def test_rollback_by_the_user(progressing: World, paused: bool) -> None:
+    world = progressing
+    if paused:
+        world.command("pause")
+    world.command("rollback")
+    assert world.rollout.status == Status.ROLLED_BACK
+    assert world.saved["decisions"][-1]["reason"] == "rollback requested by the user"
+    assert world.saved["rollback_reason"] == "rollback requested by the user"
+    assert world.serving == {"stable_version": "1", "canary_version": None, "canary_weight": 0.0}
+
+
+def test_commands_that_do_not_apply_are_refused(world: World) -> None:
+    world.command("pause")
+    assert world.actions() == ["refused"]
+    assert "no rollout is in progress (status idle)" in world.saved["decisions"][-1]["reason"]
+    world.start()
+    for action in ("promote", "resume", "dance"):
+        world.command(action)
+        assert world.actions()[-1] == "refused", action
+        assert world.rollout.status == Status.PENDING
+
+
+def test_a_command_is_applied_once(progressing: World) -> None:
+    """The backend holds the last command; the controller reads it at every tick."""
+    world = progressing
+    world.backend.save_command(APP, new_command("pause"))
+    for _ in range(3):
+        world.rollout.handle(world.backend.load_command(APP))
+        world.rollout.tick()
+    assert world.rollout.status == Status.PAUSED
+    assert world.actions()[-1] == "pause" and world.actions().count("refused") == 0
+    assert world.saved["last_command_id"] == world.backend.commands[APP]["id"]
+    world.rollout.handle(None)
+    assert world.actions()[-1] == "pause"
+
+
+def test_watch_turns_the_registry_watch_on_and_off(world: World) -> None:
+    world.rollout.handle(new_command("watch", enabled=True, plan={"steps": [50, 100]}))
+    assert world.saved["watch"] == {"enabled": True, "plan": {"steps": [50, 100]}, "seen": []}
+    world.rollout.handle(new_command("watch", enabled=False))
+    assert world.saved["watch"]["enabled"] is False and world.saved["status"] == "idle"
+
+
+# -- the controller restarts -------------------------------------------------------------------
+
+
+def test_resume_after_restart_reapplies_the_config(progressing: World) -> None:
+    world = progressing
+    world.command("pause")
+    app = get_app(world.backend, APP)
+    put_app(world.backend, with_rollout(app, canary_weight=0.0), {})  # a crash mid-change
+    rollout = world.restart()
+    assert rollout.status == Status.PAUSED and rollout.state.weight == 10.0
+    rollout.resume_after_restart(1)
+    assert world.serving["canary_weight"] == 10.0 and world.serving["canary_version"] == "2"
+    assert world.actions()[-1] == "resume"
     assert (
-        rollout.status == "rolled_back"
-        and "missing metrics" in rollout.state["decisions"][-1]["reason"]
+        "controller restarted (restart 1); resuming at step 1/2, weight 10%, paused"
+        in (world.saved["decisions"][-1]["reason"])
     )
+
+
+@pytest.mark.parametrize(("crash", "phase"), [(1, "shift"), (2, "stable"), (3, "drain"),
+                                              (4, "drain"), (None, "registry")])  # fmt: skip
+def test_a_promotion_resumes_after_a_crash_in_each_phase(progressing: World, crash: int | None,
+                                                         phase: str) -> None:  # fmt: skip
+    world = progressing
+    world.command("pause")
+    world.command("promote")  # from 10 %: the shift phase changes the weight
+    writes = world.backend.writes
+    if crash is None:
+        world.registry.crash = True
+    else:
+        world.backend.crash_on_write = writes + crash
+    with pytest.raises(Crash):
+        world.rollout.tick()
+    assert (
+        world.saved["status"] == "promoting" and world.saved.get("promote_phase", "shift") == phase
+    )
+    rollout = world.restart()
+    rollout.resume_after_restart(1)
+    assert f"resuming at promotion, phase {phase}" in world.saved["decisions"][-1]["reason"]
+    rollout.tick()
+    assert rollout.status == Status.PROMOTED and world.registry.events == [("promoted", "2")]
+    assert world.serving == {"stable_version": "2", "canary_version": None, "canary_weight": 0.0}
+    actions = world.actions()
+    assert actions.count("shift") == 1 and actions.count("stable_loaded") == 1
+    assert actions[-1] == "promoted"
+
+
+def test_a_rollback_resumes_after_a_crash(progressing: World) -> None:
+    world = progressing
+    world.backend.crash_on_write = world.backend.writes + 1
+    with pytest.raises(Crash):
+        world.command("rollback")
+    assert world.saved["status"] == "rolling_back"
+    rollout = world.restart()
+    rollout.resume_after_restart(1)
+    rollout.tick()
+    assert rollout.status == Status.ROLLED_BACK
+    assert world.saved["decisions"][-1]["reason"] == "rollback requested by the user"
+    assert world.serving["canary_version"] is None
+
+
+def test_no_rollback_once_stable_loads_the_new_version(progressing: World) -> None:
+    world = progressing
+    world.command("promote")
+    world.backend.crash_on_write = world.backend.writes + 2  # in the stable phase
+    with pytest.raises(Crash):
+        world.rollout.tick()
+    world.restart().resume_after_restart(1)
+    world.command("rollback")
+    assert world.actions()[-1] == "refused" and world.rollout.status == Status.PROMOTING
+    world.rollout.tick()
+    assert world.rollout.status == Status.PROMOTED
+
+
+# -- the durable document ----------------------------------------------------------------------
+
+TODAY = {
+    "watch": {"enabled": True, "plan": {}, "seen": ["3"]},
+    "last_command_id": "a1b2c3d4e5f6",
+    "history": [{"canary_version": "3", "status": "rolled_back",
+                 "started_at": "2025-11-20T10:00:00+00:00", "updated_at": "2025-11-20T10:05:00+00:00"}],
+    "controller": {"pid": 4242, "restarts": 1, "node": "abc123"},
+    "controller_restarts": 1,
+    "app": "fraud-detector", "model": "fraud-detector", "stable_version": "1",
+    "canary_version": "4", "plan": CanaryPlan().model_dump(exclude={"warmup_s"}),
+    "status": "promoting", "step": 3, "weight": 100.0, "failed_checks": 1,
+    "inconclusive_checks": 0, "baseline_p95_ms": 12.5, "source": "watch",
+    "started_at": "2025-11-21T10:00:00+00:00",
+    "decisions": [
+        {"at": "2025-11-21T10:00:00+00:00", "action": "start", "weight": 0.0, "reason": "canary"},
+        {"at": "2025-11-21T10:01:00+00:00", "action": "check_passed", "weight": 5.0,
+         "reason": "ok", "metrics": {"canary": {"requests": 30}, "reports": 10}},
+    ],
+    "updated_at": "2025-11-21T10:01:00+00:00", "ready_deadline": 1763719380.5,
+    "promote_phase": "drain", "rollback_reason": "x", "finished_at": None,
+}  # fmt: skip
+
+
+def test_a_state_document_of_today_loads_and_dumps_with_the_same_keys() -> None:
+    state = RolloutState.load(copy.deepcopy(TODAY), "fraud-detector")
+    assert state.status == Status.PROMOTING and state.controller and state.controller.pid == 4242
+    assert state.plan is not None and state.plan.warmup_s == 5.0  # an older plan: the default
+    dumped = state.dump()
+    assert set(dumped) == set(TODAY)
+    assert dumped["decisions"] == TODAY["decisions"] and dumped["history"] == TODAY["history"]
+    assert {k: v for k, v in dumped.items() if k != "plan"} == {
+        k: v for k, v in TODAY.items() if k != "plan"}  # fmt: skip
+    assert json.loads(json.dumps(dumped))["status"] == "promoting"
+    idle = RolloutState.load({"app": "m", "status": "idle"}, "m")
+    assert idle.dump() == {"app": "m", "status": "idle"}
+    assert RolloutState.load(None, "m").dump() == {"app": "m", "status": "idle"}
+    with pytest.raises(ValueError, match="status"):
+        RolloutState.load({"app": "m", "status": "sleeping"}, "m")
+
+
+def test_the_router_report_round_trips() -> None:
+    variant = VariantReport()
+    variant.record(True, 12.3456)
+    variant.record(False, 30.0)
+    report = RouterReport(weight=25.0, variants={"canary": variant}, replica="r1", at=1.5,
+                          versions={"stable": "1", "canary": "2"})  # fmt: skip
+    wire = report.to_dict()
+    assert wire == {"weight": 25.0, "replica": "r1", "at": 1.5,
+                    "versions": {"stable": "1", "canary": "2"},
+                    "variants": {"canary": {"requests": 2, "errors": 1,
+                                            "latencies_ms": [12.346, 30.0]}}}  # fmt: skip
+    assert RouterReport.from_dict(json.loads(json.dumps(wire))) == report
+
+
+# -- plan and analysis -------------------------------------------------------------------------
+
+
+def _window(canary: tuple[int, int, float], stable: tuple[int, int, float]) -> Window:
+    w = Window()
+    for name, (n, errors, ms) in (("canary", canary), ("stable", stable)):
+        w.add(RouterReport(weight=0, variants={name: VariantReport(n, errors, [ms] * n)}))
+    return w
+
+
+def test_analysis_verdicts() -> None:
+    plan = CanaryPlan(min_requests=20, max_error_rate=0.05, max_latency_ratio=2.0)
+    assert analyze(_window((50, 1, 10.0), (500, 0, 9.0)), plan, None).passed
+    few = analyze(_window((5, 0, 10.0), (500, 0, 9.0)), plan, None)
+    assert not few.passed and not few.missing and few.inconclusive
+    assert "fewer than min_requests" in few.reason
+    errors = analyze(_window((50, 10, 10.0), (500, 0, 9.0)), plan, None)
+    assert not errors.passed and not errors.inconclusive and "error rate 20.00%" in errors.reason
+    slow = analyze(_window((50, 0, 50.0), (500, 0, 10.0)), plan, None)
+    assert not slow.passed and "5.00x" in slow.reason
+    # at 100 % stable has no traffic: compare with the last stable baseline
+    assert not analyze(_window((50, 0, 50.0), (0, 0, 0.0)), plan, 10.0).passed
+    assert analyze(_window((50, 0, 12.0), (0, 0, 0.0)), plan, 10.0).passed
+    missing = analyze(Window(), plan, None)
+    assert missing.missing and not missing.passed
+
+
+def test_plan_parsing_names_the_bad_value() -> None:
+    plan = parse_plan(steps="10,50,100", interval="2m", max_error_rate=0.02, warmup="10s")
+    assert plan.steps == [10, 50, 100] and plan.interval_s == 120 and plan.warmup_s == 10
+    assert parse_plan().warmup_s == 5.0 and parse_plan(warmup="0").warmup_s == 0
+    assert parse_plan(interval="4s").warmup_window_s == 2.0  # at most half an interval
+    assert parse_duration("500ms") == 0.5
+    for bad, word in [({"steps": "50,10"}, "increase"), ({"steps": "0,100"}, "(0, 100]"),
+                      ({"interval": "soon"}, "duration"), ({"min_requests": 0}, "min_requests"),
+                      ({"max_latency_ratio": 0.5}, "max_latency_ratio"),
+                      ({"warmup": "-1s"}, "duration"), ({"warmup_s": -1}, "warmup_s")]:  # fmt: skip
+        with pytest.raises(ConfigError, match="invalid canary plan") as info:
+            parse_plan(**bad)
+        assert word in str(info.value)

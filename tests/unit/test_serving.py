@@ -1,6 +1,7 @@
-"""Serving pieces without a cluster (requests and contracts are in test_contract.py):
-the split, the analysis, the Serve config and its rollout changes, and the Kubernetes
-backend's RayService objects (validated against the KubeRay v1.7.0 CRD schema)."""
+"""Serving pieces without a cluster (requests and contracts are in test_contract.py, the
+canary's plan, analysis and state machine in test_canary_machine.py): the split, the
+Serve config and its rollout changes, and the Kubernetes backend's RayService objects
+(validated against the KubeRay v1.7.0 CRD schema)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from typing import Any
 
 import pytest
 import yaml
-from shipyard.canary import CanaryPlan, Window, analyze, parse_duration, parse_plan
 from shipyard.errors import ConfigError
 from shipyard.serve_backends import KubernetesBackend, ServeBackendError, get_app, put_app
 from shipyard.serving import app_config, rollout_view, serve_config, validate_config, with_rollout
@@ -29,41 +29,6 @@ def test_split_share_is_close_to_the_weight_and_sticky(weight: float) -> None:
     # raising the weight only adds customers: nobody moves back to stable
     assert all(bucket(k) < 50.0 for k in keys if bucket(k) < weight)
     assert bucket("c_0000001") == bucket("c_0000001")
-
-
-def _window(canary: tuple[int, int, float], stable: tuple[int, int, float]) -> Window:
-    w = Window()
-    for name, (n, errors, ms) in (("canary", canary), ("stable", stable)):
-        w.add({"variants": {name: {"requests": n, "errors": errors, "latencies_ms": [ms] * n}}})
-    return w
-
-
-def test_analysis_verdicts() -> None:
-    plan = CanaryPlan(min_requests=20, max_error_rate=0.05, max_latency_ratio=2.0)
-    assert analyze(_window((50, 1, 10.0), (500, 0, 9.0)), plan, None).passed
-    few = analyze(_window((5, 0, 10.0), (500, 0, 9.0)), plan, None)
-    assert not few.passed and not few.missing and "fewer than min_requests" in few.reason
-    errors = analyze(_window((50, 10, 10.0), (500, 0, 9.0)), plan, None)
-    assert not errors.passed and "error rate 20.00%" in errors.reason
-    slow = analyze(_window((50, 0, 50.0), (500, 0, 10.0)), plan, None)
-    assert not slow.passed and "5.00x" in slow.reason
-    # at 100 % stable has no traffic: compare with the last stable baseline
-    assert not analyze(_window((50, 0, 50.0), (0, 0, 0.0)), plan, 10.0).passed
-    assert analyze(_window((50, 0, 12.0), (0, 0, 0.0)), plan, 10.0).passed
-    missing = analyze(Window(), plan, None)
-    assert missing.missing and not missing.passed
-
-
-def test_plan_parsing_names_the_bad_value() -> None:
-    plan = parse_plan(steps="10,50,100", interval="2m", max_error_rate=0.02)
-    assert plan.steps == [10, 50, 100] and plan.interval_s == 120
-    assert parse_duration("500ms") == 0.5
-    for bad, word in [({"steps": "50,10"}, "increase"), ({"steps": "0,100"}, "(0, 100]"),
-                      ({"interval": "soon"}, "duration"), ({"min_requests": 0}, "min_requests"),
-                      ({"max_latency_ratio": 0.5}, "max_latency_ratio")]:  # fmt: skip
-        with pytest.raises(ConfigError, match="invalid canary plan") as info:
-            parse_plan(**bad)
-        assert word in str(info.value)
 
 
 @pytest.fixture
@@ -190,7 +155,8 @@ def test_on_kubernetes_the_controller_starts_in_the_serving_cluster(
     """`canary start` on Kubernetes: the controller job goes to the RayService's head
     (serve.dashboard_address, not the jobs cluster in ray.address) and reaches MLflow at
     the in-cluster address; the replicas get the same address in the app's args."""
-    from shipyard import jobs, rollouts
+    from shipyard import jobs
+    from shipyard.canary import client
     from shipyard.settings import defaults
 
     settings = defaults(profile="cluster", ray={"address": "http://127.0.0.1:30265"},
@@ -200,14 +166,15 @@ def test_on_kubernetes_the_controller_starts_in_the_serving_cluster(
                                "feature_repo": "/etc/shipyard/feast",
                                "url": "http://127.0.0.1:30800/"})  # fmt: skip
     calls: list[tuple[str, Any, Any]] = []
-    monkeypatch.setattr(rollouts, "_controller_alive", lambda address, model: False)
+    monkeypatch.setattr(client, "_controller_alive", lambda address, model: False)
     monkeypatch.setattr(jobs, "submit_job", lambda s, entry, address=None, metadata=None:
                         calls.append(("submit", address, entry)) or "raysubmit_1")  # fmt: skip
     monkeypatch.setattr(jobs, "wait_for_job", lambda s, job_id, address=None:
                         calls.append(("wait", address, job_id)))  # fmt: skip
-    rollouts.ensure_controller(settings, "fraud-detector", echo=lambda _: None)
+    client.ensure_controller(settings, "fraud-detector", echo=lambda _: None)
     (_, address, entry), (_, waited_at, _) = calls
     assert address == waited_at == "http://127.0.0.1:30266"
+    assert entry[:3] == ["python", "-m", "shipyard.canary.controller"]
     assert entry[entry.index("--tracking-uri") + 1] == "http://shipyard-mlflow:5000"
     assert json.loads(entry[entry.index("--backend") + 1])["kind"] == "kubernetes"
     assert settings.serve_url == "http://127.0.0.1:30800"
