@@ -1,11 +1,13 @@
 """Serving and canary rollouts on the real local cluster: Ray Serve through its REST
 API, the MLflow registry, Feast's online store, and the in-cluster controller.
 
-One model per module, registered from the session's trained run: version 1 the
-champion, version 2 a healthy new version (the same trained weights, registered
-again, as a retrained model that passed the gate would be), version 3 a planted
-faulty copy that fails on about half the transactions. Traffic is bounded loopback
-load (``shipyard.traffic.Load``).
+The fraud model, registered from the session's trained run: version 1 the champion
+(the PyTorch MLP), version 2 a healthy challenger of another flavor (scikit-learn
+trees trained on the same training set: a canary may change architecture), version
+3 a planted faulty copy that fails on about half the transactions. Next to it, the
+second reference workload (customer spend, trained by its own Ray job) is served and
+canaried while the fraud model serves under load. Traffic is bounded loopback load
+(``shipyard.traffic.Load``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from tests.integration.conftest import TRAINED_MODEL, Built, Platform
 pytestmark = pytest.mark.integration
 
 MODEL = f"it-serve-{uuid.uuid4().hex[:6]}"
+GBT = f"it-gbt-{uuid.uuid4().hex[:6]}"
+SPEND = f"it-spend-{uuid.uuid4().hex[:6]}"
 # a quick plan: short intervals, thresholds wide enough for a busy 2-core machine
 PLAN = ["--interval", "4s", "--min-requests", "5", "--max-latency-ratio", "4",
         "--failure-threshold", "3", "--ready-timeout", "120s"]  # fmt: skip
@@ -44,19 +48,32 @@ def client(platform: Platform):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="module")
-def versions(platform: Platform, trained: dict, client) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def gbt_version(platform: Platform, trained: dict, client) -> str:  # type: ignore[no-untyped-def]
+    """A second flavor on the same features: scikit-learn trees, logged with MLflow's
+    sklearn flavor, registered through the same call as the MLP."""
+    from pipelines.training.gbt import train_gbt
+
+    saved = Path(client.get_run(trained["run_id"]).data.tags["data.training_set"])
+    result = train_gbt(saved, platform.mlflow, GBT, say=lambda _: None)
+    assert result.gate_passed and "champion" in result.aliases, result
+    return result.version
+
+
+@pytest.fixture(scope="module")
+def versions(platform: Platform, trained: dict, gbt_version: str, client) -> dict[str, str]:  # type: ignore[no-untyped-def]
     import mlflow
     from shipyard.contract import register_model
 
     from pipelines.training.chaos import register_faulty_version
     from pipelines.training.model import serving_contract
 
-    source = client.get_model_version(TRAINED_MODEL, trained["version"]).source
+    mlp = client.get_model_version(TRAINED_MODEL, trained["version"]).source
+    trees = client.get_model_version(GBT, gbt_version).source
     mlflow.set_tracking_uri(platform.mlflow)
-    contract = serving_contract()  # the one registration call, as the training job makes it
-    champion = register_model(platform.mlflow, source, MODEL, **contract)
+    contract = serving_contract()  # the one registration call, as the training jobs make it
+    champion = register_model(platform.mlflow, mlp, MODEL, **contract)
     client.set_registered_model_alias(MODEL, "champion", champion)
-    healthy = register_model(platform.mlflow, source, MODEL, tags={"gate.passed": "True"},
+    healthy = register_model(platform.mlflow, trees, MODEL, tags={"gate.passed": "True"},
                              **contract)  # fmt: skip
     faulty = register_faulty_version(platform.mlflow, MODEL, str(healthy), error_share=0.5)
     return {"champion": str(champion), "healthy": str(healthy), "faulty": faulty}
@@ -84,21 +101,22 @@ def served(platform: Platform, versions: dict[str, str], customers: list[str]) -
     return f"{platform.serve}/{MODEL}"
 
 
-def _state(platform: Platform) -> dict:
+def _state(platform: Platform, model: str = MODEL) -> dict:
     """The rollout's durable state as the controller wrote it (what `canary status`
     prints; read directly so polling does not start a CLI process each second)."""
     from shipyard.serve_backends import LocalBackend
 
     return LocalBackend(platform.dashboard, platform.root / "run" / "rollouts").load_state(
-        MODEL
+        model
     ) or {"status": "none", "decisions": []}
 
 
-def _wait_for(platform: Platform, predicate, timeout: float, what: str) -> dict:  # type: ignore[no-untyped-def]
+def _wait_for(platform: Platform, predicate, timeout: float, what: str,  # type: ignore[no-untyped-def]
+              model: str = MODEL) -> dict:  # fmt: skip
     deadline = time.monotonic() + timeout
     state: dict = {}
     while time.monotonic() < deadline:
-        state = _state(platform)
+        state = _state(platform, model)
         if predicate(state):
             return state
         time.sleep(1.0)
@@ -160,18 +178,9 @@ def test_bad_input_is_a_4xx_naming_the_field_and_serving_goes_on(served: str) ->
     assert ok.status_code == 200 and 0 <= ok.json()["fraud_probability"] <= 1
 
 
-GBT = f"it-gbt-{uuid.uuid4().hex[:6]}"
-
-
 @pytest.fixture(scope="module")
-def gbt(platform: Platform, trained: dict, client, customers: list[str]) -> str:  # type: ignore[no-untyped-def]
-    """A second flavor on the same features: scikit-learn trees, logged with MLflow's
-    sklearn flavor, registered through the same call, deployed next to the MLP."""
-    from pipelines.training.gbt import train_gbt
-
-    saved = Path(client.get_run(trained["run_id"]).data.tags["data.training_set"])
-    result = train_gbt(saved, platform.mlflow, GBT, say=lambda _: None)
-    assert result.gate_passed and "champion" in result.aliases, result
+def gbt(platform: Platform, gbt_version: str, customers: list[str]) -> str:
+    """The trees deployed as their own model, next to the MLP."""
     deployed = platform.run("deploy", f"{GBT}@champion", timeout=400)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     return f"{platform.serve}/{GBT}"
@@ -375,9 +384,16 @@ def test_fuzzed_requests_never_get_a_5xx(served: str, customers: list[str]) -> N
     assert ok.status_code == 200, ok.text
 
 
-def test_good_canary_split_restart_and_promotion(
+def test_good_canary_of_another_flavor_split_restart_and_promotion(
     served: str, platform: Platform, versions: dict[str, str], customers: list[str], client
 ) -> None:  # type: ignore[no-untyped-def]
+    """PyTorch champion, scikit-learn challenger: the canary changes architecture."""
+    import mlflow
+
+    mlflow.set_tracking_uri(platform.mlflow)
+    flavors = {v: set(mlflow.models.get_model_info(f"models:/{MODEL}/{versions[v]}").flavors)
+               for v in ("champion", "healthy")}  # fmt: skip
+    assert "sklearn" in flavors["healthy"] and "sklearn" not in flavors["champion"], flavors
     with Load(
         f"{served}/predict", random_transactions(customers), rate=25, threads=3, max_seconds=900
     ) as load:
@@ -440,45 +456,120 @@ def test_good_canary_split_restart_and_promotion(
     assert f"stable v{versions['healthy']}  100%" in status.stdout, status.stdout
 
 
-def test_registry_watch_rolls_out_a_bad_challenger_and_rolls_it_back(
-    served: str, platform: Platform, versions: dict[str, str], customers: list[str], client
+@pytest.fixture(scope="module")
+def spend(platform: Platform, trained: dict, client) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The second reference workload, trained by its own Ray job through `shipyard
+    train` (the settings name its entrypoint), registered and gated by the same calls;
+    then a healthy version 2 (the same model registered again, as a retrained one that
+    passed the gate would be) and a planted faulty version 3."""
+    from shipyard.contract import register_model
+
+    from pipelines.spend.model import serving_contract
+    from pipelines.training.chaos import register_faulty_version
+
+    env = {**platform.env, "SHIPYARD_WORKLOAD__TRAIN": "pipelines.spend.train"}
+    result = platform.run_env(env, "train", "--name", SPEND, "--rows", "3000", "--json",
+                              timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    doc = json.loads(result.stdout[result.stdout.index("{\n") :])
+    assert doc["gate_passed"] and "champion" in doc["aliases"], doc
+    assert "R2" in doc["gate_reason"] and doc["metrics"]["val_r2"] > 0
+    source = client.get_model_version(SPEND, doc["version"]).source
+    healthy = register_model(platform.mlflow, source, SPEND, tags={"gate.passed": "True"},
+                             **serving_contract())  # fmt: skip
+    faulty = register_faulty_version(platform.mlflow, SPEND, str(healthy), error_share=0.5)
+    return {"champion": doc["version"], "healthy": str(healthy), "faulty": faulty}
+
+
+def test_an_incompatible_challenger_is_refused_naming_the_fields(
+    served: str, platform: Platform, spend: dict[str, str], client
 ) -> None:  # type: ignore[no-untyped-def]
-    """The planted bad version passed the offline gate (as a model can that fails only
-    online): the watch starts its rollout when `challenger` moves to it, the analysis
-    rolls it back, and clients saw errors only from the canary's share."""
-    champion = client.get_model_version_by_alias(MODEL, "champion").version
-    client.set_model_version_tag(MODEL, versions["faulty"], "gate.passed", "True")
-    watch = platform.run("canary", "watch", MODEL, "--steps", "20,50,100", *PLAN[:-4],
-                         "--failure-threshold", "2", timeout=200)  # fmt: skip
-    assert watch.returncode == 0, watch.stdout + watch.stderr
-    assert "registry watch on" in watch.stdout
-    with Load(
-        f"{served}/predict", random_transactions(customers), rate=25, threads=3, max_seconds=600
-    ) as load:
-        client.set_registered_model_alias(MODEL, "challenger", versions["faulty"])
-        state = _wait_for(platform, lambda s: s.get("canary_version") == versions["faulty"]
-                          and s["status"] in ("promoted", "rolled_back"), 240, "the rollback")  # fmt: skip
+    """The spend model registered as a version of the fraud model: nothing changes."""
+    from shipyard.contract import contract_tags, register_model
+
+    from pipelines.spend.model import serving_contract
+
+    registered = client.get_model_version(SPEND, spend["champion"])
+    tags = {k: v for k, v in registered.tags.items() if k.startswith("shipyard.")}
+    assert tags == contract_tags(**serving_contract())
+    source = registered.source
+    wrong = register_model(platform.mlflow, source, MODEL, **serving_contract())
+    before = _state(platform)
+    refused = platform.run("canary", "start", MODEL, "--version", wrong)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert f"version {wrong} cannot replace" in refused.stderr
+    assert "as_of: the challenger requires it" in refused.stderr
+    assert "output fraud_probability" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert _state(platform) == before  # no command was sent
+
+
+def test_a_second_model_canaries_next_to_the_first_without_touching_it(
+    served: str, platform: Platform, spend: dict[str, str], customers: list[str], client
+) -> None:  # type: ignore[no-untyped-def]
+    """customer-spend is deployed next to the fraud model and canaried while the fraud
+    model serves under load: the fraud clients see no error and no version change; the
+    healthy canary promotes; a planted bad version, rolled out by the registry watch
+    when `challenger` moves to it, rolls back on its errors."""
+    from pipelines.data.requests import random_forecasts
+
+    deployed = platform.run("deploy", f"{SPEND}@champion", timeout=400)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    url = f"{platform.serve}/{SPEND}"
+    fraud_version = requests.get(f"{served}/", timeout=10).json()["variants"]["stable"][
+        "model_version"
+    ]
+    status = platform.run("serve", "status")
+    assert MODEL in status.stdout and SPEND in status.stdout, status.stdout
+    with Load(f"{served}/predict", random_transactions(customers), rate=15, threads=2,
+              max_seconds=600) as fraud, \
+         Load(f"{url}/predict", random_forecasts(customers), rate=20, threads=3,
+              max_seconds=600) as load:  # fmt: skip
+        started = platform.run("canary", "start", SPEND, "--version", spend["healthy"],
+                               "--steps", "50,100", *PLAN, timeout=200)  # fmt: skip
+        assert started.returncode == 0, started.stdout + started.stderr
+        good = _wait_for(platform, lambda s: s["status"] in ("promoted", "rolled_back"), 240,
+                         "the healthy canary", SPEND)  # fmt: skip
+        assert good["status"] == "promoted", json.dumps(good["decisions"], indent=1)
+        mark = time.time()
+
+        client.set_model_version_tag(SPEND, spend["faulty"], "gate.passed", "True")
+        watch = platform.run("canary", "watch", SPEND, "--steps", "20,50,100", *PLAN[:-4],
+                             "--failure-threshold", "2", timeout=200)  # fmt: skip
+        assert watch.returncode == 0 and "registry watch on" in watch.stdout, watch.stderr
+        client.set_registered_model_alias(SPEND, "challenger", spend["faulty"])
+        bad = _wait_for(platform, lambda s: s.get("canary_version") == spend["faulty"]
+                        and s["status"] in ("promoted", "rolled_back"), 240, "the rollback", SPEND)  # fmt: skip
         time.sleep(2)  # traffic after the rollback: stable only
         after = time.time()
         time.sleep(3)
-    assert state["source"] == "watch"
-    assert state["status"] == "rolled_back", json.dumps(state["decisions"], indent=1)
-    assert "error rate" in state["decisions"][-1]["reason"]
-    assert state["weight"] == 0.0 and state["step"] == 0  # never got past 20 %
-    results = load.results
-    errors = [r for r in results if r[1] != 200]
+    # the fraud model: untouched by either rollout
+    assert fraud.results and not fraud.failures(), fraud.failures()[:5]
+    assert {(r[2], r[3]) for r in fraud.results} == {("stable", fraud_version)}
+    assert _state(platform)["canary_version"] != spend["faulty"]
+    # the healthy canary served, then took over
+    assert any(r[2] == "canary" and r[3] == spend["healthy"] for r in load.results if r[0] < mark)
+    assert not [r for r in load.results if r[0] < mark and r[1] != 200]
+    assert client.get_model_version_by_alias(SPEND, "champion").version == spend["healthy"]
+    # the bad one: rolled back on its errors, before its second step, by the watch
+    assert bad["source"] == "watch" and bad["status"] == "rolled_back", bad["decisions"]
+    assert "error rate" in bad["decisions"][-1]["reason"]
+    assert bad["weight"] == 0.0 and bad["step"] == 0
+    errors = [r for r in load.results if r[1] != 200]
     assert errors and all(r[2] == "canary" and r[1] == 500 for r in errors), errors[:5]
-    # clients saw about weight x failure share of errors while the canary had traffic
-    during = [r for r in results if r[0] < after]
+    during = [r for r in load.results if mark <= r[0] < after]
     assert len(errors) / len(during) < 0.2 * 0.5 + 0.05, (len(errors), len(during))
-    assert all(r[1] == 200 and r[2] == "stable" for r in results if r[0] >= after)
-    assert client.get_model_version_by_alias(MODEL, "champion").version == champion
-    tags = client.get_model_version(MODEL, versions["faulty"]).tags
-    assert tags["canary.result"] == "rolled_back"
-    again = platform.run("canary", "rollback", MODEL)
+    assert all(r[1] == 200 and r[2] == "stable" for r in load.results if r[0] >= after)
+    assert client.get_model_version_by_alias(SPEND, "champion").version == spend["healthy"]
+    assert client.get_model_version(SPEND, spend["faulty"]).tags["canary.result"] == "rolled_back"
+    again = platform.run("canary", "rollback", SPEND)
     assert again.returncode != 0 and "no rollout" in again.stderr
-    stop = platform.run("canary", "watch", MODEL, "--stop", timeout=200)
+    stop = platform.run("canary", "watch", SPEND, "--stop", timeout=200)
     assert stop.returncode == 0 and "registry watch off" in stop.stdout
+    answer = requests.post(f"{url}/predict", json={"customer_id": customers[0],
+                           "as_of": "2026-08-14T10:00:00Z"}, timeout=30).json()  # fmt: skip
+    assert answer["spend_next_7d"] >= 0 and answer["customer_id"] == customers[0]
+    assert answer["model_version"] == spend["healthy"] and answer["features_missing"] == []
 
 
 def test_canary_cli_refuses_bad_requests(served: str, platform: Platform, versions: dict) -> None:
