@@ -35,14 +35,22 @@ def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([helm(), *args], capture_output=True, text=True, timeout=120)
 
 
+class SetJson(str):
+    """A value already written as JSON, for ``--set-json`` (a list or a map, which
+    ``--set`` cannot express); a string, so a render can be cached by it."""
+
+
 def template_args(values: list[Path], sets: dict[str, Any] | None = None) -> list[str]:
     """Strings go through ``--set`` (as a user types them), other values through
-    ``--set-json`` (so a float stays a number)."""
+    ``--set-json`` (so a float stays a number, and a list such as serve.models is set
+    whole)."""
     args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
     for path in values:
         args += ["--values", str(path)]
     for key, value in (sets or {}).items():
-        if isinstance(value, str):
+        if isinstance(value, SetJson):
+            args += ["--set-json", f"{key}={value}"]
+        elif isinstance(value, str):
             args += ["--set", f"{key}={value}"]
         else:
             args += ["--set-json", f"{key}={json.dumps(value)}"]
@@ -58,8 +66,11 @@ def _render(values: tuple[Path, ...], sets: tuple[tuple[str, Any], ...]) -> tupl
 
 def render(value_set: str = "default", **sets: Any) -> list[dict[str, Any]]:
     """The objects of ``helm template`` for a named value set plus ``--set`` pairs
-    (keys with dots: pass them as ``**{"serve.model": "x"}``)."""
-    return [dict(o) for o in _render(tuple(VALUE_SETS[value_set]), tuple(sorted(sets.items())))]
+    (keys with dots: pass them as ``**{"serve.httpPort": "9000"}``; a list or a map is
+    set whole, as ``**{"serve.models": [{"name": "a"}]}``)."""
+    frozen = ((k, SetJson(json.dumps(v)) if isinstance(v, list | dict) else v)
+              for k, v in sets.items())  # fmt: skip
+    return [dict(o) for o in _render(tuple(VALUE_SETS[value_set]), tuple(sorted(frozen)))]
 
 
 def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:

@@ -310,7 +310,12 @@ def test_external_services_replace_the_chart_ones() -> None:
         ({"serve.httpPort": "0"}, "/serve/httpPort"),
         ({"mlflw.port": "5000"}, "mlflw"),
         ({"mlflow.artifacts.destination": "ftp://x"}, "/mlflow/artifacts/destination"),
-        ({"serve.stableVersion": "v3"}, "/serve/stableVersion"),
+        ({"serve.models": [{"name": "fraud-detector", "stableVersion": "v3"}]},
+         "/serve/models/0/stableVersion"),
+        ({"serve.models": [{"name": "fraud-detector", "replicas": 2}]},
+         "at '/serve/models/0': additional properties 'replicas' not allowed"),
+        # `--set` on one entry replaces the whole list with an entry that has no name
+        ({"serve.models[0].stableVersion": "3"}, "at '/serve/models/0': missing property 'name'"),
         ({"serve.upgradeStrategy.gatewayClassName": "istio"},
          "values.serve.upgradeStrategy.gatewayClassName (NewClusterWithIncrementalUpgrade) needs"),
         ({"jobs.features.enabled": "true", "jobs.runId": "a-very-long-run-id-1",
@@ -321,3 +326,52 @@ def test_bad_values_fail_naming_the_path(sets: dict[str, str], message: str) -> 
     done = run_helm(*template_args([], sets))
     assert done.returncode != 0, f"{sets} rendered"
     assert message in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("models", "schema_says", "template_says"),
+    [
+        ([{"name": "fraud-detector"}, {"name": "customer-spend"},
+          {"name": "fraud-detector", "stableVersion": "2"}], None,
+         'values.serve.models lists "fraud-detector" twice (entries 0 and 2)'),
+        ([{"name": "fraud-detector"}, {"name": "oip-v2"}], None,
+         'values.serve.models[1].name "oip-v2" is reserved'),
+        ([{"name": "v2"}], None, 'values.serve.models[0].name "v2" is reserved'),
+        ([], "at '/serve/models': minItems", "values.serve.models must list at least one model"),
+        ([{"name": "fraud detector"}], "at '/serve/models/0/name'",
+         'values.serve.models[0].name "fraud detector" is not a model name'),
+        # the name also keys the rollout annotation (rollout.shipyard.io/<name>)
+        ([{"name": "fraud-"}], "at '/serve/models/0/name'",
+         'values.serve.models[0].name "fraud-" is not a model name'),
+        ([{"name": "m" * 64}], "at '/serve/models/0/name'", "is not a model name"),
+    ],
+)  # fmt: skip
+def test_bad_models_fail_naming_the_path(models: list[dict[str, str]], schema_says: str | None,
+                                          template_says: str) -> None:  # fmt: skip
+    """Each model is one Serve application and route: names are unique, valid and not
+    the OIP gateway's. The schema refuses what it can express; the template refuses all
+    of it again, for installs that skip the schema."""
+    args = template_args([], {"serve.models": models})
+    done = run_helm(*args)
+    assert done.returncode != 0, f"{models} rendered"
+    assert (schema_says or template_says) in done.stderr, done.stderr
+    done = run_helm(*args, "--skip-schema-validation")
+    assert done.returncode != 0, f"{models} rendered without the schema"
+    assert template_says in done.stderr, done.stderr
+
+
+def test_notes_list_every_models_endpoint() -> None:
+    """NOTES.txt, as `helm install` prints it: one endpoint per model, and the hint to
+    deploy one for each model installed without a stable version."""
+    args = template_args([CHART / "values-kind.yaml"],
+                         {"serve.models": [{"name": "fraud-detector", "stableVersion": "3"},
+                                           {"name": "customer-spend", "stableVersion": ""},
+                                           {"name": "churn"}]})  # fmt: skip
+    args[0] = "install"
+    done = run_helm(*args, "--dry-run=client")
+    assert done.returncode == 0, done.stderr
+    notes = done.stdout.partition("NOTES:")[2]
+    for model in ("fraud-detector", "customer-spend", "churn"):
+        assert f"curl -s http://127.0.0.1:30800/{model}/healthz" in notes, notes
+    hints = re.findall(r"then `shipyard deploy (\S+)@champion`", notes)
+    assert hints == ["customer-spend", "churn"], notes

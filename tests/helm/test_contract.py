@@ -41,25 +41,40 @@ def _serve_config_v2(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return yaml.safe_load(one(objects, "RayService")["spec"]["serveConfigV2"])
 
 
+def _expected(settings: Any, models: list[tuple[str, str | None]]) -> dict[str, Any]:
+    """What the local deploy builds for these (model, stable version) pairs."""
+    return serving.serve_config(settings, [serving.app_config(settings, m, v) for m, v in models])
+
+
+# Two models, the first pinned at install; the rollout test below renders the same.
+PINNED = [{"name": "fraud-detector", "stableVersion": "3"},
+          {"name": "customer-spend", "stableVersion": ""}]  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    ("sets", "model", "stable", "settings_kw"),
+    ("value_set", "sets", "models", "settings_kw"),
     [
-        ({}, "fraud-detector", None, {}),
-        ({"serve.stableVersion": "3"}, "fraud-detector", "3", {}),
-        ({"serve.model": "churn", "serve.httpPort": "9000", "serve.maxBatchSize": "8",
-          "serve.batchWaitTimeoutS": 0.02, "serve.onlineFeatures": "false",
-          "serve.stableVersion": "12"}, "churn", "12",
+        ("default", {}, [("fraud-detector", None), ("customer-spend", None)], {}),
+        ("default", {"serve.models": PINNED}, [("fraud-detector", "3"), ("customer-spend", None)],
+         {}),
+        # a custom list, in another order, with a number as a version and every shared knob
+        ("default", {"serve.models": [{"name": "Churn.v2_eu", "stableVersion": "12"},
+                                      {"name": "customer-spend", "stableVersion": 7},
+                                      {"name": "fraud-detector"}],
+                     "serve.httpPort": "9000", "serve.maxBatchSize": "8",
+                     "serve.batchWaitTimeoutS": 0.02, "serve.onlineFeatures": "false"},
+         [("Churn.v2_eu", "12"), ("customer-spend", "7"), ("fraud-detector", None)],
          {"http_port": 9000, "max_batch_size": 8, "batch_wait_timeout_s": 0.02,
           "online_features": False}),
+        # a values file (ci/ci-values.yaml): three models, one version a YAML number
+        ("ci", {}, [("fraud-detector", "3"), ("customer-spend", None), ("churn", "12")], {}),
     ],
 )  # fmt: skip
-def test_serve_config_v2_is_the_local_deploys_config(sets: dict[str, str], model: str,
-                                                     stable: str | None,
+def test_serve_config_v2_is_the_local_deploys_config(value_set: str, sets: dict[str, Any],
+                                                     models: list[tuple[str, str | None]],
                                                      settings_kw: dict[str, Any]) -> None:  # fmt: skip
-    rendered = _serve_config_v2(render(**sets))
-    settings = _serve_settings(**settings_kw)
-    expected = serving.serve_config(settings, [serving.app_config(settings, model, stable)])
-    assert rendered == expected
+    rendered = _serve_config_v2(render(value_set, **sets))
+    assert rendered == _expected(_serve_settings(**settings_kw), models)
     serving.validate_config(rendered)  # Ray Serve's own ServeDeploySchema
 
 
@@ -70,8 +85,9 @@ def test_the_charts_serve_config_file_is_current() -> None:
 
 def test_rollouts_patch_the_rendered_rayservice_within_its_role() -> None:
     """The canary controller's backend, on the RayService the chart renders: what it
-    sends stays valid for the CRD and Serve, and uses only the verbs the Role grants."""
-    objects = render(**{"serve.stableVersion": "3"})
+    sends stays valid for the CRD and Serve, uses only the verbs the Role grants, and
+    moves one model's rollout while the other model's application stays as rendered."""
+    objects = render(**{"serve.models": PINNED})
     api = RecordingCustomObjects(one(objects, "RayService"))
     calls: list[str] = []
     for verb in ("get", "patch"):
@@ -79,14 +95,19 @@ def test_rollouts_patch_the_rendered_rayservice_within_its_role() -> None:
         setattr(api, f"{verb}_namespaced_custom_object",
                 lambda *a, _m=method, _v=verb, **k: (calls.append(_v), _m(*a, **k))[1])  # fmt: skip
     backend = KubernetesBackend("shipyard", "shipyard-serve", api=api)
+    other = get_app(backend, "customer-spend")
     app = get_app(backend, "fraud-detector")
     assert app is not None and serving.rollout_view(app)["stable_version"] == "3"
     canary = serving.with_rollout(app, canary_version="4", canary_weight=10)
     put_app(backend, canary, serving.serve_config(_serve_settings(), [canary]))
     backend.save_state("fraud-detector", {"status": "running", "weight": 10})
     assert not validate_cr(api.obj)
-    serving.validate_config(yaml.safe_load(api.obj["spec"]["serveConfigV2"]))
+    config = yaml.safe_load(api.obj["spec"]["serveConfigV2"])
+    serving.validate_config(config)
+    assert [a["name"] for a in config["applications"]] == [
+        "fraud-detector", "customer-spend", "oip-v2"]  # fmt: skip
     assert serving.rollout_view(get_app(backend, "fraud-detector") or {})["canary_weight"] == 10
+    assert get_app(backend, "customer-spend") == other
     role = one(objects, "Role")["rules"][0]
     assert set(calls) <= set(role["verbs"]) and role["resourceNames"] == [backend.name]
 
@@ -208,22 +229,48 @@ def _merge_with_live(tmp_path: Path, live_text: str, sets: dict[str, str]) -> di
     return yaml.safe_load(yaml.safe_load(done.stdout)["data"]["config"])
 
 
-def test_an_upgrade_keeps_the_live_rollout_state(tmp_path: Path) -> None:
+def test_an_upgrade_keeps_each_models_live_rollout_state(tmp_path: Path) -> None:
+    """Per model: a live one keeps its user_config and canary bounds, one not live gets
+    its values, and the args, the order and the set of models come from the values."""
     settings = _serve_settings(max_batch_size=8)
-    base = serving.app_config(settings, "fraud-detector", "2")
-    live_app = serving.with_rollout(base, stable_version="5", canary_version="6",
-                                    canary_weight=30)  # fmt: skip
-    other = serving.app_config(settings, "other-model", "1")
-    live = serving.serve_config(settings, [other, live_app])
-    sets = {"serve.maxBatchSize": "8", "serve.stableVersion": "1"}
-    merged = _merge_with_live(tmp_path, yaml.safe_dump(live), sets)
-    app = merged["applications"][0]
-    assert serving.rollout_view(app) == {"stable_version": "5", "canary_version": "6",
-                                         "canary_weight": 30.0}  # fmt: skip
-    assert merged == serving.serve_config(settings, [live_app])  # values + live rollout
-    serving.validate_config(merged)
-    # nothing live for this model, or an unreadable config: the values alone
-    fresh = serving.serve_config(settings, [serving.app_config(settings, "fraud-detector", "1")])
-    for text in (yaml.safe_dump(serving.serve_config(settings, [other])), "applications: [oops",
+    sets = {"serve.maxBatchSize": "8",
+            "serve.models": [{"name": "fraud-detector", "stableVersion": "1"},
+                             {"name": "customer-spend", "stableVersion": "2"}]}  # fmt: skip
+    fresh = {m: serving.app_config(settings, m, v)
+             for m, v in (("fraud-detector", "1"), ("customer-spend", "2"))}  # fmt: skip
+    # live, deployed under older values (batch size 32) by `shipyard deploy` and rollouts
+    old = _serve_settings()
+    fraud = serving.with_rollout(serving.app_config(old, "fraud-detector", "2"),
+                                 stable_version="5", canary_version="6", canary_weight=30)  # fmt: skip
+    spend = serving.with_rollout(serving.app_config(old, "customer-spend", "2"),
+                                 stable_version="4")  # fmt: skip
+    unlisted = serving.app_config(old, "other-model", "1")
+
+    def merged(live_apps: list[dict[str, Any]]) -> dict[str, Any]:
+        text = yaml.safe_dump(serving.serve_config(old, live_apps))
+        out = _merge_with_live(tmp_path / "+".join(a["name"] for a in live_apps), text, sets)
+        serving.validate_config(out)
+        return out
+
+    def rolled(model: str, **rollout: Any) -> dict[str, Any]:
+        return serving.with_rollout(fresh[model], **rollout)
+
+    # only fraud-detector is live (mid-canary): customer-spend gets its values
+    one_live = merged([unlisted, fraud])
+    assert serving.rollout_view(one_live["applications"][0]) == {
+        "stable_version": "5", "canary_version": "6", "canary_weight": 30.0}  # fmt: skip
+    assert one_live == serving.serve_config(settings, [
+        rolled("fraud-detector", stable_version="5", canary_version="6", canary_weight=30),
+        fresh["customer-spend"]])  # fmt: skip
+    # both live, in another order and in different states: each keeps its own
+    both_live = merged([spend, unlisted, fraud])
+    assert both_live == serving.serve_config(settings, [
+        rolled("fraud-detector", stable_version="5", canary_version="6", canary_weight=30),
+        rolled("customer-spend", stable_version="4")])  # fmt: skip
+    assert [serving.rollout_view(a)["stable_version"] for a in both_live["applications"][:2]] \
+        == ["5", "4"]  # fmt: skip
+    # nothing live for these models, or an unreadable config: the values alone
+    values_alone = serving.serve_config(settings, list(fresh.values()))
+    for text in (yaml.safe_dump(serving.serve_config(old, [unlisted])), "applications: [oops",
                  ""):  # fmt: skip
-        assert _merge_with_live(tmp_path / str(abs(hash(text))), text, sets) == fresh
+        assert _merge_with_live(tmp_path / str(abs(hash(text))), text, sets) == values_alone

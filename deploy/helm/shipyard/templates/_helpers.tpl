@@ -130,8 +130,34 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if and .Values.serve.upgradeStrategy.gatewayClassName (not .Values.serve.upgradeStrategy.operatorFeatureGate) -}}
 {{- fail "values.serve.upgradeStrategy.gatewayClassName (NewClusterWithIncrementalUpgrade) needs the KubeRay operator's RayServiceIncrementalUpgrade feature gate and the Gateway API; with both in place set values.serve.upgradeStrategy.operatorFeatureGate=true, or leave gatewayClassName empty for NewCluster" -}}
 {{- end -}}
+{{- if .Values.serve.enabled -}}
+{{- include "shipyard.validateModels" .Values.serve.models -}}
+{{- end -}}
 {{- if and .Values.storage.data.hostPath .Values.storage.data.existingClaim -}}
 {{- fail "values.storage.data.hostPath and values.storage.data.existingClaim exclude each other: pick one" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* serve.models: each entry is one Serve application and route, so names are unique
+     and never the OIP gateway's (serving.RESERVED). The schema checks the same pattern;
+     these checks also hold under --skip-schema-validation. */}}
+{{- define "shipyard.validateModels" -}}
+{{- if not . -}}
+{{- fail "values.serve.models must list at least one model, e.g. [{name: fraud-detector, stableVersion: \"\"}] (or set serve.enabled=false)" -}}
+{{- end -}}
+{{- $seen := dict -}}
+{{- range $i, $m := . -}}
+{{- $name := toString (default "" $m.name) -}}
+{{- if not (regexMatch "^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$" $name) -}}
+{{- fail (printf "values.serve.models[%d].name %q is not a model name: 1-63 letters, digits, '_', '.' or '-', starting and ending with a letter or digit" $i $name) -}}
+{{- end -}}
+{{- if has $name (list "oip-v2" "v2") -}}
+{{- fail (printf "values.serve.models[%d].name %q is reserved: oip-v2 and v2 are the OIP gateway's application and route; register the model under another name" $i $name) -}}
+{{- end -}}
+{{- if hasKey $seen $name -}}
+{{- fail (printf "values.serve.models lists %q twice (entries %d and %d): each model is one application and route, list it once" $name (get $seen $name) $i) -}}
+{{- end -}}
+{{- $_ := set $seen $name $i -}}
 {{- end -}}
 {{- end -}}
 

@@ -1,38 +1,71 @@
 {{/* The RayService's serveConfigV2: files/serve-config.json, written by
      platform/shipyard/serving.py (`make chart`), the same code that builds the local
-     deploy's config; this install's values fill in the model, the MLflow URL, the Feast
-     repo, the port and batching. (list $ liveText): when the RayService already exists
-     (an upgrade), its live rollout state (each deployment's user_config: the versions
-     and the canary weight, and the canary's replica floor) is kept, so a `helm upgrade`
-     never undoes `shipyard deploy` or a rollout; serve.stableVersion only applies to a
-     new RayService. */}}
+     deploy's config. The file holds one placeholder model application ("MODEL") and then
+     the OIP gateway; this install gets one copy of the placeholder per serve.models entry,
+     in values order, then the gateway: what serving.serve_config builds for those models.
+     The values fill in each model's name, route and stable version, and the MLflow URL,
+     the Feast repo, the port and batching they share.
+     (list $ liveText): when the RayService already exists (an upgrade), each listed
+     model's live rollout state is kept (see shipyard.keepLiveRollout), so a `helm upgrade`
+     never undoes `shipyard deploy` or a rollout; a model's stableVersion only applies
+     while it is not live. */}}
 {{- define "shipyard.serveConfig" -}}
 {{- $root := index . 0 -}}
-{{- $liveText := index . 1 -}}
 {{- $s := $root.Values.serve -}}
 {{- $config := $root.Files.Get "files/serve-config.json" | fromJson -}}
 {{- $_ := set $config.http_options "port" (int $s.httpPort) -}}
-{{- $app := index $config.applications 0 -}}
-{{- $_ := set $app "name" $s.model -}}
-{{- $_ := set $app "route_prefix" (printf "/%s" $s.model) -}}
-{{- $args := $app.args -}}
-{{- $_ := set $args "model" $s.model -}}
+{{- $placeholder := first $config.applications -}}
+{{- $args := $placeholder.args -}}
 {{- $_ := set $args "tracking_uri" (include "shipyard.mlflowUrl" $root) -}}
 {{- $_ := set $args "online_features" $s.onlineFeatures -}}
 {{- $_ := set $args "feature_repo" (ternary (include "shipyard.feastRepoPath" $root) "" $s.onlineFeatures) -}}
 {{- $_ := set $args "max_batch_size" (int $s.maxBatchSize) -}}
 {{- $_ := set $args "batch_wait_timeout_s" $s.batchWaitTimeoutS -}}
-{{- $stable := ternary nil (toString $s.stableVersion) (eq (toString $s.stableVersion) "") -}}
+{{- $live := include "shipyard.liveApps" (index . 1) | fromJson -}}
+{{- $apps := list -}}
+{{- range $s.models -}}
+{{- $app := deepCopy $placeholder -}}
+{{- $_ := set $app "name" .name -}}
+{{- $_ := set $app "route_prefix" (printf "/%s" .name) -}}
+{{- $_ := set $app.args "model" .name -}}
+{{- $version := toString (default "" .stableVersion) -}}
+{{- $stable := ternary nil $version (eq $version "") -}}
 {{- range $app.deployments -}}
 {{- if eq .name "stable" }}{{ $_ := set .user_config "model_version" $stable }}{{ end -}}
 {{- if eq .name "router" }}{{ $_ := set .user_config "stable_version" $stable }}{{ end -}}
 {{- end -}}
-{{- if $liveText -}}
-{{- $live := fromYaml $liveText -}}
-{{- range (get $live "applications" | default list) -}}
-{{- if and (kindIs "map" .) (eq (toString (get . "name")) (toString $s.model)) -}}
+{{- with get $live .name -}}
+{{- include "shipyard.keepLiveRollout" (list $app .) -}}
+{{- end -}}
+{{- $apps = append $apps $app -}}
+{{- end -}}
+{{- $_ := set $config "applications" (concat $apps (rest $config.applications)) -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{/* The live RayService's applications by name, as JSON: {} when there is none or its
+     serveConfigV2 does not parse. */}}
+{{- define "shipyard.liveApps" -}}
+{{- $byName := dict -}}
+{{- if . -}}
+{{- $apps := get (fromYaml .) "applications" -}}
+{{- if kindIs "slice" $apps -}}
+{{- range $apps -}}
+{{- if kindIs "map" . }}{{ $_ := set $byName (toString (get . "name")) . }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toJson $byName -}}
+{{- end -}}
+
+{{/* (list app liveApp): the rollout state a model's live application carries over into
+     the rendered one, in place: each deployment's user_config (the versions and the
+     canary weight) and the canary's replica floor (min_replicas, initial_replicas), the
+     fields serving.with_rollout moves. Everything else comes from the values. */}}
+{{- define "shipyard.keepLiveRollout" -}}
+{{- $app := index . 0 -}}
 {{- $liveDeps := dict -}}
-{{- range (get . "deployments" | default list) -}}
+{{- range (get (index . 1) "deployments" | default list) -}}
 {{- if kindIs "map" . }}{{ $_ := set $liveDeps (toString (get . "name")) . }}{{ end -}}
 {{- end -}}
 {{- range $app.deployments -}}
@@ -48,8 +81,4 @@
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- end -}}
-{{- end -}}
-{{- end -}}
-{{- toYaml $config -}}
 {{- end -}}
