@@ -188,7 +188,8 @@ k -n "$NS" wait "deployment/${FULLNAME}-mlflow" --for=condition=Available \
   --timeout="$SHIPYARD_WAIT_TIMEOUT"
 k -n "$NS" wait "raycluster/${FULLNAME}-jobs" --for=jsonpath='{.status.state}'=ready \
   --timeout="$SHIPYARD_WAIT_TIMEOUT"
-# Ready once its Serve application is RUNNING (it starts with no model: still RUNNING).
+# Ready once every Serve application is RUNNING: one per model in serve.models, and the
+# OIP gateway (they start with no model loaded: still RUNNING).
 k -n "$NS" wait "rayservice/${FULLNAME}-serve" --for=condition=Ready \
   --timeout="$SHIPYARD_WAIT_TIMEOUT"
 DIAGNOSE=0
@@ -197,7 +198,7 @@ cat <<EOF
 
 Shipyard is up on kind cluster $KIND_CLUSTER_NAME (context $CONTEXT, namespace $NS).
   MLflow UI            http://127.0.0.1:30500
-  Serve endpoint       POST http://127.0.0.1:30800/<model>/predict
+  Serve endpoints      POST http://127.0.0.1:30800/<model>/predict (one per model in serve.models)
   Ray dashboard, jobs  http://127.0.0.1:30265
   Ray dashboard, serve http://127.0.0.1:30266
 

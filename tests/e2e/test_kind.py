@@ -29,6 +29,7 @@ from tests.e2e.conftest import MLFLOW_URL, SERVE_URL, Kind, log, yaml_docs
 pytestmark = pytest.mark.kind
 
 MODEL = "fraud-detector"  # the chart's training config registers this name
+OTHER_MODEL = "customer-spend"  # the other model of the chart's serve.models
 # Ids the synthetic generator always makes (at least 100 customers and 50 merchants).
 CUSTOMERS = [f"c_{i:07d}" for i in range(100)]
 MERCHANTS = [f"m_{i:06d}" for i in range(50)]
@@ -195,6 +196,9 @@ def test_full_loop_on_kind(kind: Kind, tmp_path: Path, monkeypatch: pytest.Monke
     assert f"{MODEL} version {champion}" in deployed.stdout, deployed.stdout
     answer = _wait_served(app, champion, kind.timeout)
     assert 0.0 <= answer["fraud_probability"] <= 1.0, answer
+    # the chart's other model is an application and route of its own, in any state
+    other = requests.get(f"{SERVE_URL}/{OTHER_MODEL}", timeout=30)
+    assert other.status_code == 200 and other.json()["model"] == OTHER_MODEL, other.text
     answers = [requests.post(f"{app}/predict", json=transaction(i, c, m, 80.0), timeout=30)
                for i, (c, m) in enumerate(zip(CUSTOMERS[:20], MERCHANTS[:20], strict=True))]  # fmt: skip
     assert all(r.status_code == 200 for r in answers), [r.text for r in answers][:3]
