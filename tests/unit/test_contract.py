@@ -401,7 +401,9 @@ def test_a_challenger_of_another_flavor_with_the_same_fields_is_compatible(fraud
                     outputs=[*fraud.outputs, Column("explanation", "any")])  # fmt: skip
     assert compatibility(fraud, other) == []
     # a looser check is fine
-    looser = replace(fraud, constraints={k: v for k, v in fraud.constraints.items() if k != "country"})
+    looser = replace(
+        fraud, constraints={k: v for k, v in fraud.constraints.items() if k != "country"}
+    )
     assert compatibility(fraud, looser) == []
 
 

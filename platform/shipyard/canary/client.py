@@ -17,6 +17,7 @@ from typing import Any
 
 from shipyard.canary.plan import CanaryPlan
 from shipyard.canary.state import ACTIVE, new_command
+from shipyard.contract import check_challenger
 from shipyard.errors import ConfigError, ShipyardError
 from shipyard.serve_backends import get_app
 from shipyard.serving import backend_for, resolve_version, rollout_view
@@ -105,10 +106,9 @@ def start(settings: Settings, model: str, version: str, plan: CanaryPlan, *,
             f"version {resolved.version} is already the stable version of {model}",
             hint="pick another version: `shipyard models list`",
         )
-    # --- CHECK CHALLENGER HERE -----------------------------------------------------------
-    # The version is resolved and no command has been sent: the signature-compatibility
-    # check (shipyard.contract.check_challenger(...)) goes here, and raises to refuse.
-    # ----------------------------------------------------------------------------------------
+    # a challenger may change flavor and architecture, not what the clients send or read
+    check_challenger(settings.tracking_uri, model, view["stable_version"], resolved.version,
+                     online=bool(app.get("args", {}).get("online_features", True)))  # fmt: skip
     state = backend_for(settings).load_state(model) or {}
     if state.get("status") in ACTIVE:
         raise ConfigError(

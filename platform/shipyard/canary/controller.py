@@ -54,6 +54,7 @@ class MlflowRegistry:
     def __init__(self, tracking_uri: str) -> None:
         from mlflow import MlflowClient
 
+        self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
 
     def promoted(self, model: str, version: str) -> str:
@@ -167,6 +168,15 @@ class RolloutController:
                 or tags.get("gate.passed") != "True" or "canary.result" in tags):  # fmt: skip
             return
         watch.seen = [*watch.seen, version]
+        from shipyard.contract import check_challenger
+        from shipyard.errors import ConfigError
+
+        try:  # the same check as `canary start`: the clients of stable must not break
+            check_challenger(self.registry.tracking_uri, model, str(stable), version,
+                             online=bool((app or {}).get("args", {}).get("online_features", True)))  # fmt: skip
+        except ConfigError as exc:
+            self.rollout.decide("refused", f"watch: challenger {exc}"[:4000])
+            return
         cmd = new_command("start", version=version, model=model, plan=watch.plan, source="watch")
         self.rollout.start(Command.model_validate(cmd))
 
