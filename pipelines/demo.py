@@ -76,13 +76,13 @@ def run_demo(
     settings: Settings, *, rows: int, workers: int | None, say: Say, echo: Say, seed: int = 7
 ) -> dict[str, str]:
     began = time.monotonic()
-    say("[1/12] starting the local platform")
+    say("[1/14] starting the local platform")
     state = up(settings, workers=workers, progress=say)
     for name in state.already_running:
         say(f"      {name} already running")
 
     raw = settings.raw_data_dir
-    say(f"[2/12] generating {rows:,} raw transactions in {raw}")
+    say(f"[2/14] generating {rows:,} raw transactions in {raw}")
     if _dataset_matches(raw, rows, seed):
         say("      already there (same rows and seed); reusing it")
     else:
@@ -96,7 +96,7 @@ def run_demo(
 
     report = settings.data_root / "reports" / "raw_summary.json"
     entry = ["python", "-m", "pipelines.data.summary", "--input", str(raw), "--out", str(report)]
-    say("[3/12] submitting a Ray job that summarises them: " + " ".join(entry))
+    say("[3/14] submitting a Ray job that summarises them: " + " ".join(entry))
     job_id = jobs.submit_job(settings, entry, metadata={"shipyard": "demo"})
     say(f"      job {job_id}; streaming its logs")
     for chunk in jobs.tail_logs(settings, job_id):
@@ -104,20 +104,20 @@ def run_demo(
     info = jobs.wait_for_job(settings, job_id)
     summary = json.loads(report.read_text())
 
-    say("[4/12] building features in a Ray job (validate, quarantine, point-in-time windows)")
+    say("[4/14] building features in a Ray job (validate, quarantine, point-in-time windows)")
     manifest = workload.run_module(settings, build, [], local=False, echo=_quiet(echo)) or {}
     say(f"      {manifest['accepted']:,} rows accepted, "
         f"{sum(manifest['quarantined'].values()):,} quarantined; "
         f"{manifest['customer_rows']:,} customer rows, {manifest['merchant_rows']:,} merchant rows")  # fmt: skip
-    say("[5/12] registering the feature repo in Feast and materializing the online store")
+    say("[5/14] registering the feature repo in Feast and materializing the online store")
     for name in features.apply(settings):
         say(f"      applied {name}")
     workload.run_module(settings, feature_jobs, ["materialize"], local=False, echo=_quiet(echo))
-    say("[6/12] reading online features for a few customers")
+    say("[6/14] reading online features for a few customers")
     samples = _samples(raw)
     feature_store = store.open_store(store.write_repo(settings))
     online = [store.online_features(feature_store, c, m, a) for c, m, a in samples]
-    say("[7/12] training the fraud model with Ray Train (2 DDP workers), tracked in MLflow")
+    say("[7/14] training the fraud model with Ray Train (2 DDP workers), tracked in MLflow")
     start = _latest(raw) - timedelta(days=TRAIN_DAYS)
     say(f"      on the last {TRAIN_DAYS} days of data (from {start:%Y-%m-%d})")
     trained = train(settings, _quiet(echo), workers=2, start=start)

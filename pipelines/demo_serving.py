@@ -1,6 +1,8 @@
 """The serving half of ``make demo``: a challenger, the champion served, a canary of the
-challenger promoted step by step under traffic, a planted bad version rolled back,
-and sample predictions. Every step uses the same library functions as the CLI."""
+challenger promoted step by step under traffic, a planted bad version rolled back;
+then the second reference model (customer spend) trained by its own Ray job, served
+next to the fraud model, and a canary of it while both models take traffic; sample
+predictions of both. Every step uses the same library functions as the CLI."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from shipyard.canary import client as rollouts
 from shipyard.settings import Settings
 from shipyard.traffic import Load
 
-from pipelines.data.requests import random_transactions, transaction
+from pipelines.data.requests import forecast, random_forecasts, random_transactions, transaction
 
 Say = Callable[[str], None]
 
@@ -66,18 +68,18 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     saved = client.get_run(trained["run_id"]).data.tags["data.training_set"]
 
-    say("[8/12] retraining with another seed on the same training set: the challenger")
+    say("[8/14] retraining with another seed on the same training set: the challenger")
     challenger = train(settings, quiet, workers=2, start=start, seed=1, training_set=saved,
                        gate={"champion_tolerance": 0.05})  # fmt: skip
     say(f"      version {challenger['version']}: gate {'passed' if challenger['gate_passed'] else 'refused'}"
         f" ({challenger['gate_reason']}); aliases {', '.join(challenger['aliases']) or 'none'}")  # fmt: skip
 
-    say(f"[9/12] deploying {model}@champion on Ray Serve (router + stable/canary predictors)")
+    say(f"[9/14] deploying {model}@champion on Ray Serve (router + stable/canary predictors)")
     deployed = serving.deploy(settings, f"{model}@champion", echo=lambda m: say("      " + m))
     url = f"{deployed['route']}/predict"
     customers, merchants = _traffic(raw)
 
-    say(f"[10/12] canary of {model}@challenger under traffic (~30 requests/s on loopback)")
+    say(f"[10/14] canary of {model}@challenger under traffic (~30 requests/s on loopback)")
     good: dict[str, Any] = {}
     bad: dict[str, Any] = {}
     body = random_transactions(customers, merchants)
@@ -91,7 +93,7 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
             say("      no new challenger passed the gate; skipping its canary")
         mark = len(load.results)
 
-        say("[11/12] planting a bad version (fails on ~half the transactions) and rolling it out")
+        say("[11/14] planting a bad version (fails on ~half the transactions) and rolling it out")
         source = good.get("canary_version") or deployed["version"]
         faulty = register_faulty_version(settings.tracking_uri, model, source, error_share=0.5)
         say(f"      registered {model} version {faulty} (a faulty copy of version {source})")
@@ -105,15 +107,76 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
     say(f"      clients during the bad canary: {len(second)} requests, "
         f"{sum(r[1] != 200 for r in second)} failed (all on the canary, at 10 %)")  # fmt: skip
 
-    say("[12/12] sample predictions over HTTP")
+    spend = run_spend(settings, model, url, body, customers, say, echo, quiet)
+
+    say("[14/14] sample predictions over HTTP")
     samples = []
     for i, (cust, merch) in enumerate(zip(customers[-4:], merchants[-4:], strict=False)):
         tx = transaction(i, cust, merch, amount=[25.0, 180.0, 950.0, 4200.0][i])
         samples.append((tx, requests.post(url, json=tx, timeout=30).json()))
     tx = transaction(9, "c_new_customer", merchants[0], amount=60.0)
     samples.append((tx, requests.post(url, json=tx, timeout=30).json()))
+    for cust in [*customers[-3:], "c_new_customer"]:
+        ask = forecast(cust, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        spend["samples"].append((ask, requests.post(spend["url"], json=ask, timeout=30).json()))
     return {"url": url, "deployed": deployed, "challenger": challenger, "good": good,
-            "bad": bad, "faulty": faulty, "samples": samples}  # fmt: skip
+            "bad": bad, "faulty": faulty, "samples": samples, "spend": spend}  # fmt: skip
+
+
+def run_spend(settings: Settings, fraud_model: str, fraud_url: str, fraud_body: Any,
+              customers: list[str], say: Say, echo: Say, quiet: Say) -> dict[str, Any]:  # fmt: skip
+    """The second model: trained by its own Ray job (a plain one, no DDP), deployed
+    next to the fraud model as its own application, and a retrained version canaried
+    while both models take traffic. Nothing in the platform knows it."""
+    from shipyard import workload
+
+    from pipelines.spend import train as spend_train
+
+    say("[12/14] a second model, customer spend over the next 7 days (scikit-learn, its own "
+        "feature service), trained by a Ray job and deployed next to the fraud model")  # fmt: skip
+    first = workload.run_module(settings, spend_train, ["--rows", "10000"], local=False,
+                                echo=quiet) or {}  # fmt: skip
+    model = first["model_name"]
+    say(f"      {model} version {first['version']}: validation R2 "
+        f"{first['metrics']['val_r2']:.3f}; gate {'passed' if first['gate_passed'] else 'refused'}"
+        f"; aliases {', '.join(first['aliases']) or 'none'}")  # fmt: skip
+    deployed = serving.deploy(settings, f"{model}@champion", echo=lambda m: say("      " + m))
+    url = f"{deployed['route']}/predict"
+
+    say(f"[13/14] retraining {model} with another seed, and a canary of it while both models "
+        "take traffic")  # fmt: skip
+    second = workload.run_module(settings, spend_train, ["--rows", "10000", "--seed", "1",
+                                                         "--gate-tolerance", "0.05"],
+                                 local=False, echo=quiet) or {}  # fmt: skip
+    say(f"      version {second['version']}: gate {'passed' if second['gate_passed'] else 'refused'}"
+        f" ({second['gate_reason']})")  # fmt: skip
+    good: dict[str, Any] = {}
+    fraud_version = rollouts.status(settings, fraud_model)["serving"]["stable_version"]
+    with Load(fraud_url, fraud_body, rate=15, threads=2, max_seconds=600) as fraud, \
+            Load(url, random_forecasts(customers), rate=20, threads=3, max_seconds=600) as load:  # fmt: skip
+        if second["gate_passed"] and second["version"] != deployed["version"]:
+            plan = parse_plan(steps="20,100", interval="8s", min_requests=20,
+                              max_latency_ratio=2.0)  # fmt: skip
+            rollouts.start(settings, model, second["version"], plan,
+                           echo=lambda m: say("      " + m))  # fmt: skip
+            good = _follow(settings, model, echo)
+        else:
+            say("      the retrained version did not pass the gate; skipping its canary")
+        time.sleep(1)
+    versions = sorted({r[3] for r in fraud.results if r[1] == 200})
+    say(f"      {model} clients: {len(load.results)} requests, "
+        f"{sum(r[1] != 200 for r in load.results)} failed")  # fmt: skip
+    say(f"      fraud-model clients meanwhile: {len(fraud.results)} requests, "
+        f"{sum(r[1] != 200 for r in fraud.results)} failed, served by version(s) "
+        f"{', '.join(versions)} (stable {fraud_version}: untouched)")  # fmt: skip
+    return {
+        "url": url,
+        "model": model,
+        "first": first,
+        "second": second,
+        "good": good,
+        "samples": [],
+    }
 
 
 def summary(result: dict[str, Any], echo: Say) -> None:
@@ -134,5 +197,22 @@ def summary(result: dict[str, Any], echo: Say) -> None:
         echo(f"    {tx['customer_id']:<16} {tx['amount']:>8.2f} "
              f"{answer.get('fraud_probability', float('nan')):>10.4f} "
              f"{answer.get('model_version', '-'):>7}  {answer.get('variant', '-'):<7} {note}")  # fmt: skip
+    spend = result["spend"]
+    echo(f"  second model    POST {spend['url']}  ({spend['model']}, scikit-learn, "
+         f"R2 {spend['first']['metrics']['val_r2']:.3f})")  # fmt: skip
+    if spend["good"]:
+        echo(f"  its canary      version {spend['good']['canary_version']}: "
+             f"{spend['good']['status']} after "
+             f"{sum(d['action'] == 'check_passed' for d in spend['good']['decisions'])} passed checks")  # fmt: skip
+    echo(f"    {'customer':<16} {'as of':<20} {'spend next 7d':>13} {'version':>7}  note")
+    for ask, answer in spend["samples"]:
+        note = ("no online features: " + ", ".join(answer["features_missing"])
+                if answer.get("features_missing") else "")  # fmt: skip
+        echo(f"    {ask['customer_id']:<16} {ask['as_of']:<20} "
+             f"{answer.get('spend_next_7d', float('nan')):>13.2f} "
+             f"{answer.get('model_version', '-'):>7}  {note}")  # fmt: skip
     model = result["deployed"]["model"]
-    echo(f"  try: shipyard serve status; shipyard canary status {model}")
+    echo(
+        f"  try: shipyard serve status; shipyard canary status {model}; "
+        f"shipyard canary status {spend['model']}"
+    )

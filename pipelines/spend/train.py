@@ -141,7 +141,10 @@ def _parser(prog: str, *, job: bool) -> argparse.ArgumentParser:
     parser.add_argument("--name", default=NAME, help=f"registered model name (default {NAME})")
     parser.add_argument("--rows", type=int_range(200, 2_000_000), default=40_000,
                         help="forecast points to train and validate on (default 40000)")  # fmt: skip
-    parser.add_argument("--seed", type=int_range(0), default=0)
+    parser.add_argument("--seed", type=int_range(0), default=0,
+                        help="draws the forecast points (the trees are deterministic)")  # fmt: skip
+    parser.add_argument("--gate-tolerance", type=float, default=0.02,
+                        help="how far below the champion's validation R2 still passes (0.02)")  # fmt: skip
     for option in ("--repo", "--raw", "--tracking-uri"):
         parser.add_argument(option, required=job, help=argparse.SUPPRESS if not job else None)
     return parser
@@ -155,7 +158,12 @@ def prepare(settings: Any, argv: list[str]) -> list[str]:
 
     args = _parser("shipyard train (customer-spend)", job=False).parse_args(argv)
     check_server(settings.tracking_uri)
+    if not 0 <= args.gate_tolerance <= 1:
+        from shipyard.errors import ConfigError
+
+        raise ConfigError(f"--gate-tolerance {args.gate_tolerance} is not in [0, 1]")
     return ["--name", args.name, "--rows", str(args.rows), "--seed", str(args.seed),
+            "--gate-tolerance", repr(args.gate_tolerance),
             "--repo", str(write_repo(settings)), "--raw", str(settings.raw_data_dir),
             "--tracking-uri", settings.tracking_uri]  # fmt: skip
 
@@ -187,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         connect()
         result = spend.train(Path(args.repo), Path(args.raw), args.tracking_uri, name=args.name,
-                             rows=args.rows, seed=args.seed, say=lambda m: print(m, flush=True))  # fmt: skip
+                             rows=args.rows, seed=args.seed, tolerance=args.gate_tolerance, say=lambda m: print(m, flush=True))  # fmt: skip
     except ShipyardError as exc:
         return fail(exc, 2)
     print("RESULT " + json.dumps(asdict(result), default=str), flush=True)
