@@ -590,7 +590,9 @@ def canary_start(obj: _Ctx, model: str, version: str, as_json: bool, **plan: Any
 @canary.command("status")
 @click.argument("model")
 @click.option(
-    "--follow", is_flag=True, help="print decisions as they happen, until the rollout ends"
+    "--follow",
+    is_flag=True,
+    help="print decisions until the rollout ends or pauses (exit 1: rolled back, 3: paused)",
 )
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @click.pass_obj
@@ -604,7 +606,8 @@ def canary_status(obj: _Ctx, model: str, follow: bool, as_json: bool) -> None:
         return
     _print_rollout(state)
     seen = len(state.get("decisions") or [])
-    while follow and state.get("status") in ACTIVE:
+    # a paused rollout waits for a person: following it further would never end
+    while follow and state.get("status") in ACTIVE and state.get("status") != "paused":
         time.sleep(1.0)
         state = client.status(obj.settings, model)
         for d in (state.get("decisions") or [])[seen:]:
@@ -612,6 +615,10 @@ def canary_status(obj: _Ctx, model: str, follow: bool, as_json: bool) -> None:
         seen = len(state.get("decisions") or [])
     if follow:
         click.echo(f"{model}: {state.get('status')}")
+    if follow and state.get("status") == "paused":
+        click.echo(f"it waits for a person: `shipyard canary resume|promote|rollback {model}`",
+                   err=True)  # fmt: skip
+        raise SystemExit(3)
     if state.get("status") == "rolled_back":
         raise SystemExit(1 if follow else 0)
 
