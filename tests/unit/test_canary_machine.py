@@ -669,3 +669,27 @@ def test_plan_parsing_names_the_bad_value() -> None:
         with pytest.raises(ConfigError, match="invalid canary plan") as info:
             parse_plan(**bad)
         assert word in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("version", "tags", "stable", "seen", "picked"),
+    [
+        ("3", {"gate.passed": "True"}, "2", [], True),
+        ("3", {"gate.passed": "False"}, "2", [], False),  # the gate refused it
+        ("3", {}, "2", [], False),  # never gated
+        ("3", {"gate.passed": "True", "canary.result": "rolled_back"}, "2", [], False),
+        ("3", {"gate.passed": "True"}, "2", ["3"], False),  # this watch saw it already
+        ("2", {"gate.passed": "True"}, "2", [], False),  # already stable
+        # older than stable (the champion before a promotion, still `challenger`): going
+        # back is a person's decision, never the watch's
+        ("1", {"gate.passed": "True"}, "2", [], False),
+        ("10", {"gate.passed": "True"}, "9", [], True),  # numbers, not strings
+        ("3", {"gate.passed": "True"}, None, [], True),
+    ],
+)
+def test_the_registry_watch_picks_only_new_gated_versions(
+    version: str, tags: dict, stable: str | None, seen: list[str], picked: bool
+) -> None:
+    from shipyard.canary.controller import watch_picks
+
+    assert watch_picks(version, tags, stable=stable, seen=seen) is picked

@@ -33,6 +33,7 @@ __all__ = [
     "controller_name",
     "ensure_controller",
     "main",
+    "watch_picks",
 ]
 
 NAMESPACE = "shipyard"
@@ -164,8 +165,7 @@ class RolloutController:
 
         app = get_app(self.rollout.backend, self.app)
         stable = rollout_view(app)["stable_version"] if app else None
-        if (version == stable or version in watch.seen
-                or tags.get("gate.passed") != "True" or "canary.result" in tags):  # fmt: skip
+        if not watch_picks(version, tags, stable=stable, seen=watch.seen):
             return
         watch.seen = [*watch.seen, version]
         from shipyard.contract import check_challenger
@@ -179,6 +179,18 @@ class RolloutController:
             return
         cmd = new_command("start", version=version, model=model, plan=watch.plan, source="watch")
         self.rollout.start(Command.model_validate(cmd))
+
+
+def watch_picks(version: str, tags: dict[str, str], *, stable: str | None,
+                seen: list[str]) -> bool:  # fmt: skip
+    """Whether the registry watch rolls ``version`` (where ``challenger`` points) out:
+    a version registered after the stable one (going back to an older version is a
+    person's decision), whose gate passed, never rolled out nor seen by this watch."""
+    if not version.isdigit() or version in seen or version == stable:
+        return False
+    if stable is not None and stable.isdigit() and int(version) < int(stable):
+        return False
+    return tags.get("gate.passed") == "True" and "canary.result" not in tags
 
 
 def ensure_controller(app: str, backend_spec: dict[str, Any], tracking_uri: str) -> dict[str, Any]:
