@@ -168,7 +168,8 @@ def run_spend(settings: Settings, fraud_model: str, fraud_url: str, fraud_body: 
         f"{sum(r[1] != 200 for r in load.results)} failed")  # fmt: skip
     say(f"      fraud-model clients meanwhile: {len(fraud.results)} requests, "
         f"{sum(r[1] != 200 for r in fraud.results)} failed, served by version(s) "
-        f"{', '.join(versions)} (stable {fraud_version}: untouched)")  # fmt: skip
+        f"{', '.join(versions)} "
+        f"({'untouched' if set(versions) <= {fraud_version} else 'CHANGED'})")  # fmt: skip
     return {
         "url": url,
         "model": model,
