@@ -113,6 +113,10 @@ def train(repo: Path, raw: Path, tracking_uri: str, *, name: str = NAME, rows: i
             skops_trusted_types=["pipelines.spend.model.calendar_features", *_TRUSTED],
             code_paths=[str(Path(__file__).resolve().parents[1])],
         )  # fmt: skip
+    url = (
+        f"{tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+    )
+    say(f"MLflow run {run.info.run_id}: {url}")
     say(f"[spend 4/5] registering {name} with its serving contract")
     version = register_model(tracking_uri, info.model_uri, name, **serving_contract(),
                              tags={"data.fingerprint": loaded.fingerprint,
@@ -127,9 +131,6 @@ def train(repo: Path, raw: Path, tracking_uri: str, *, name: str = NAME, rows: i
     say(f"[spend 5/5] gate {'PASSED' if verdict.passed else 'REFUSED'}: {verdict.reason}; "
         f"version {version} in {time.monotonic() - started:.0f}s, aliases "
         f"{', '.join(aliases) or 'none'}")  # fmt: skip
-    url = (
-        f"{tracking_uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-    )
     return SpendResult(name, version, run.info.run_id, url, metrics, len(loaded.frame),
                        verdict.passed, verdict.reason, aliases)  # fmt: skip
 
@@ -188,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.features._ray import connect
 
     args = _parser("python -m pipelines.spend.train", job=True).parse_args(argv)
+    import logging
+
+    # the steps and the run's URL are printed here; MLflow's own chatter is left out
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     # through the module, not __main__, so the logged pipeline names its functions by path
     from pipelines.spend import train as spend
 
