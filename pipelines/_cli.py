@@ -1,10 +1,12 @@
-"""Argument parsing shared by the fraud workload's entrypoints (``shipyard.workload``):
-the CLI passes a command's arguments through, and each entrypoint parses its own."""
+"""Argument parsing and reporting shared by the workloads' entrypoints
+(``shipyard.workload``): the CLI passes a command's arguments through, and each
+entrypoint parses its own."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
@@ -46,3 +48,14 @@ def fail(exc: ShipyardError, code: int | None = None) -> int:
     if exc.hint:
         print(f"hint: {exc.hint}", file=sys.stderr)
     return exc.exit_code if code is None else code
+
+
+def report_training(result: dict, validation: str, echo: Callable[[str], None]) -> None:
+    """A training entrypoint's result for a person (``shipyard train``): the run, the
+    registered version and its aliases, the ``validation`` metrics, the gate."""
+    echo(f"MLflow run     {result['run_url']}")
+    echo(f"registered     {result['model_name']} version {result['version']}"
+         f" aliases: {', '.join(result['aliases']) or 'none'}")  # fmt: skip
+    echo(f"validation     {validation}")
+    echo(f"gate           {'PASSED' if result['gate_passed'] else 'REFUSED'}: "
+         f"{result['gate_reason']}")  # fmt: skip

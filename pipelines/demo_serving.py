@@ -180,6 +180,11 @@ def run_spend(settings: Settings, fraud_model: str, fraud_url: str, fraud_body: 
     }
 
 
+def _missing(answer: dict[str, Any]) -> str:
+    missing = answer.get("features_missing")
+    return "no online features: " + ", ".join(missing) if missing else ""
+
+
 def summary(result: dict[str, Any], echo: Say) -> None:
     good, bad = result["good"], result["bad"]
     echo(f"  serving         POST {result['url']}")
@@ -193,8 +198,7 @@ def summary(result: dict[str, Any], echo: Say) -> None:
         f"    {'customer':<16} {'amount':>8} {'fraud prob':>10} {'version':>7}  {'variant':<7} note"
     )
     for tx, answer in result["samples"]:
-        note = ("no online features: " + ", ".join(answer["features_missing"])
-                if answer.get("features_missing") else "")  # fmt: skip
+        note = _missing(answer)
         echo(f"    {tx['customer_id']:<16} {tx['amount']:>8.2f} "
              f"{answer.get('fraud_probability', float('nan')):>10.4f} "
              f"{answer.get('model_version', '-'):>7}  {answer.get('variant', '-'):<7} {note}")  # fmt: skip
@@ -207,8 +211,7 @@ def summary(result: dict[str, Any], echo: Say) -> None:
              f"{sum(d['action'] == 'check_passed' for d in spend['good']['decisions'])} passed checks")  # fmt: skip
     echo(f"    {'customer':<16} {'as of':<20} {'spend next 7d':>13} {'version':>7}  note")
     for ask, answer in spend["samples"]:
-        note = ("no online features: " + ", ".join(answer["features_missing"])
-                if answer.get("features_missing") else "")  # fmt: skip
+        note = _missing(answer)
         echo(f"    {ask['customer_id']:<16} {ask['as_of']:<20} "
              f"{answer.get('spend_next_7d', float('nan')):>13.2f} "
              f"{answer.get('model_version', '-'):>7}  {note}")  # fmt: skip

@@ -170,14 +170,11 @@ def prepare(settings: Any, argv: list[str]) -> list[str]:
 
 
 def report(argv: list[str], result: dict[str, Any], echo: Callable[[str], None]) -> None:
+    from pipelines._cli import report_training
+
     metrics = result["metrics"]
-    echo(f"MLflow run     {result['run_url']}")
-    echo(f"registered     {result['model_name']} version {result['version']}"
-         f" aliases: {', '.join(result['aliases']) or 'none'}")  # fmt: skip
-    echo(f"validation     R2 {metrics['val_r2']:.4f}, MAE {metrics['val_mae']:.2f} "
-         f"(last week's spend: MAE {metrics['baseline_val_mae']:.2f})")  # fmt: skip
-    echo(f"gate           {'PASSED' if result['gate_passed'] else 'REFUSED'}: "
-         f"{result['gate_reason']}")  # fmt: skip
+    report_training(result, f"R2 {metrics['val_r2']:.4f}, MAE {metrics['val_mae']:.2f} "
+                    f"(last week's spend: MAE {metrics['baseline_val_mae']:.2f})", echo)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

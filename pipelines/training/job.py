@@ -21,7 +21,7 @@ from shipyard.feast_repo import write_repo
 from shipyard.registry import check_server
 from shipyard.settings import Settings
 
-from pipelines._cli import int_range
+from pipelines._cli import int_range, report_training
 from pipelines.training.config import load_config
 from pipelines.training.train import JobSpec, git_commit, main
 
@@ -66,13 +66,8 @@ def prepare(settings: Settings, argv: list[str]) -> list[str]:
 
 def report(argv: list[str], result: dict[str, Any], echo: Callable[[str], None]) -> None:
     metrics = result["metrics"]
-    echo(f"MLflow run     {result['run_url']}")
-    echo(f"registered     {result['model_name']} version {result['version']}"
-         f" aliases: {', '.join(result['aliases']) or 'none'}")  # fmt: skip
-    echo(f"validation     PR AUC {metrics['final_val_pr_auc']:.4f}, "
-         f"ROC AUC {metrics['final_val_roc_auc']:.4f}")  # fmt: skip
-    echo(f"gate           {'PASSED' if result['gate_passed'] else 'REFUSED'}: "
-         f"{result['gate_reason']}")  # fmt: skip
+    report_training(result, f"PR AUC {metrics['final_val_pr_auc']:.4f}, "
+                    f"ROC AUC {metrics['final_val_roc_auc']:.4f}", echo)  # fmt: skip
 
 
 if __name__ == "__main__":
