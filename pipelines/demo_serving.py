@@ -16,6 +16,7 @@ import requests
 from shipyard import serving
 from shipyard.canary import TERMINAL, parse_plan
 from shipyard.canary import client as rollouts
+from shipyard.errors import ShipyardError
 from shipyard.settings import Settings
 from shipyard.traffic import Load
 
@@ -37,6 +38,9 @@ def _follow(settings: Settings, model: str, echo: Say, timeout: float = 420.0) -
         seen = len(state.get("decisions") or [])
         if state.get("status") in TERMINAL:
             return state
+        if state.get("status") == "paused":  # waits for a person: the demo cannot go on
+            raise ShipyardError(f"the rollout of {model} paused: {(state.get('decisions') or [{}])[-1].get('reason', '')}",
+                                hint=f"see `shipyard canary status {model}`")  # fmt: skip
         time.sleep(1.0)
     raise TimeoutError(f"the rollout of {model} did not end within {timeout:.0f}s")
 

@@ -10,7 +10,8 @@ validation (quarantined rows are not counted; the build reported them).
 Features come from Feast's ``get_historical_features`` for ``customer_spend_v1``
 (Ray offline store): the latest customer row at or before ``T``, exactly what the
 online store holds for that customer at ``T``, so training and serving see the same
-values. The split is by time.
+values. The split is by time, with a horizon's gap: no training label covers the
+validation period.
 """
 
 from __future__ import annotations
@@ -65,9 +66,11 @@ def spend_after(tx: pd.DataFrame, points: pd.DataFrame, horizon: pd.Timedelta) -
     composite (customer, time) keys; no per-customer loop."""
     codes, uniques = pd.factorize(tx["customer_id"], sort=True)
     t = tx["timestamp"].astype("datetime64[us, UTC]").astype("int64").to_numpy() // _SECOND
-    base = min(int(t.min()), int(points["as_of"].astype("datetime64[us, UTC]")
-                                  .astype("int64").min()) // _SECOND)  # fmt: skip
-    span = int(max(t.max(), 0) - base) + int(horizon.total_seconds()) + 2
+    starts = points["as_of"].astype("datetime64[us, UTC]").astype("int64").to_numpy() // _SECOND
+    base = min(int(t.min()), int(starts.min()))
+    # wide enough that no key range spills into the next customer's, points after the
+    # last transaction included
+    span = int(max(t.max(), starts.max()) - base) + int(horizon.total_seconds()) + 2
     keys = codes.astype(np.int64) * span + (t - base)
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
@@ -75,8 +78,7 @@ def spend_after(tx: pd.DataFrame, points: pd.DataFrame, horizon: pd.Timedelta) -
     pcode = uniques.get_indexer(points["customer_id"])
     if (pcode < 0).any():
         raise DataError("forecast points for customers without transactions")
-    start = (points["as_of"].astype("datetime64[us, UTC]").astype("int64").to_numpy()
-             // _SECOND - base)  # fmt: skip
+    start = starts - base
     lo = np.searchsorted(keys, pcode * span + start, side="left")
     hi = np.searchsorted(keys, pcode * span + start + int(horizon.total_seconds()), side="left")
     return sums[hi] - sums[lo]
@@ -91,7 +93,8 @@ def forecast_points(tx: pd.DataFrame, *, rows: int, seed: int) -> pd.DataFrame:
     points = pd.DataFrame({"customer_id": anchors["customer_id"].to_numpy(),
                            "as_of": (anchors["timestamp"] + offset.to_numpy()).dt.floor("s")})  # fmt: skip
     points = points[points["as_of"] + HORIZON <= end].drop_duplicates()
-    points = points.sort_values(["as_of", "customer_id"], kind="stable").head(rows)
+    points = points.sample(n=min(rows, len(points)), random_state=seed)  # the whole timeline
+    points = points.sort_values(["as_of", "customer_id"], kind="stable")
     points["spend_next_7d"] = spend_after(tx, points, HORIZON)
     return points.reset_index(drop=True)
 
@@ -135,9 +138,11 @@ def load(repo: Path, raw: Path, *, rows: int, seed: int, service: str,
 
 
 def split(frame: pd.DataFrame, validation_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Earlier points train, later ones validate, cut at one second."""
+    """Earlier points train, later ones validate, cut at one second; a training point's
+    label ends before the cut (points in the horizon before it are left out), so no
+    training label sees the validation period."""
     cut = pd.Timestamp(frame["as_of"].quantile(1.0 - validation_fraction)).floor("s")
-    train, val = frame[frame["as_of"] < cut], frame[frame["as_of"] >= cut]
+    train, val = frame[frame["as_of"] + HORIZON <= cut], frame[frame["as_of"] >= cut]
     if len(train) < 50 or len(val) < 20:
         raise DataError(f"the split at {cut} leaves {len(train)} training and {len(val)} "
                         "validation points", hint="generate more data")  # fmt: skip

@@ -7,9 +7,11 @@ entity (the customer only), other request fields (``customer_id`` and ``as_of``,
 time the forecast is for) and its own Feast feature service (``customer_spend_v1``).
 
 Inputs (one row per forecast, see :func:`to_model_input`): the feature service's
-features (as of the customer's latest transaction before ``as_of``: what the online
-store holds) and ``as_of`` (an ISO 8601 string, UTC), which gives the day of the week
-and the hour.
+features (as of the customer's latest transaction before ``as_of``) and ``as_of`` (an
+ISO 8601 string, UTC: when the forecast starts), which gives the day of the week and
+the hour. Served, the features are the online store's latest values, so ``as_of`` is
+meant to be the time of the request: a past ``as_of`` would see features from after
+it.
 """
 
 from __future__ import annotations
@@ -90,6 +92,10 @@ def pipeline(seed: int, *, max_iter: int = 200) -> Any:
         ("features", "passthrough", list(FEATURE_INPUTS)),
         ("calendar", FunctionTransformer(model.calendar_features), ["as_of"]),
     ])  # fmt: skip
+    # early stopping on a held-out tenth, at any size (sklearn's "auto" turns it on only
+    # above 10,000 rows), so a small training set does not overfit 200 rounds
     trees = HistGradientBoostingRegressor(loss="poisson", max_iter=max_iter, learning_rate=0.08,
-                                          max_leaf_nodes=31, random_state=seed)  # fmt: skip
+                                          max_leaf_nodes=31, early_stopping=True,
+                                          validation_fraction=0.1, n_iter_no_change=10,
+                                          random_state=seed)  # fmt: skip
     return Pipeline([("columns", columns), ("trees", trees)])

@@ -418,6 +418,22 @@ def test_warm_up_latencies_are_left_out_but_its_errors_count(world: World) -> No
     assert "error rate 6.67%" in world.saved["decisions"][-1]["reason"]
 
 
+def test_the_warm_up_runs_from_the_first_report_at_the_new_weight(world: World) -> None:
+    """A router slow to take the new weight (a loaded machine) does not use the warm-up up."""
+    world.start(PLAN.model_copy(update={"warmup_s": 4.0, "interval_s": 20.0}))
+    world.rollout.tick()
+    world.rollout.tick()
+    world.time.advance(6)  # no router has the new weight yet
+    world.report(canary_n=30, canary_ms=40.0)  # the first report: the warm-up starts now
+    world.time.advance(5)
+    world.report(canary_n=30, canary_ms=11.0)
+    world.time.advance(10)
+    world.rollout.tick()
+    decision = world.saved["decisions"][-2]
+    assert decision["action"] == "check_passed", decision
+    assert decision["metrics"]["canary"]["p95_ms"] == 11.0
+
+
 def test_every_canary_latency_in_the_warm_up_is_inconclusive() -> None:
     window = Window()
     report = RouterReport(weight=10, variants={"canary": VariantReport(30, 0, [9.0] * 30),

@@ -41,6 +41,15 @@ def test_spend_after_is_the_sum_over_the_horizon_by_brute_force() -> None:
         assert value == pytest.approx(mine["amount"].sum(), abs=1e-6)
 
 
+def test_a_point_after_the_last_transaction_sees_no_other_customers_spend() -> None:
+    t0 = pd.Timestamp("2026-06-01", tz="UTC")
+    tx = pd.DataFrame({"customer_id": ["a", "b", "b"], "amount": [1.0, 3.0, 100.0],
+                       "timestamp": [t0, t0, t0 + pd.Timedelta(days=1)]})  # fmt: skip
+    points = pd.DataFrame({"customer_id": ["a", "a"],
+                           "as_of": [t0 + pd.Timedelta(days=3), t0]})  # fmt: skip
+    assert spend_after(tx, points, HORIZON).tolist() == [0.0, 1.0]
+
+
 def test_forecast_points_are_labelled_only_with_a_whole_horizon_inside_the_data() -> None:
     tx = _transactions(2000)
     points = forecast_points(tx, rows=300, seed=1)
@@ -69,3 +78,12 @@ def test_model_input_and_serving_contract_agree() -> None:
     assert contract.entity_keys == ["customer_id"] and contract.sticky_key == "customer_id"
     assert [o.name for o in contract.outputs] == [OUTPUT]
     assert set(contract.online_inputs) == set(FEATURE_INPUTS)
+
+
+def test_the_split_leaves_a_horizon_between_training_labels_and_validation() -> None:
+    from pipelines.spend.data import split
+
+    points = forecast_points(_transactions(4000), rows=1500, seed=2)
+    train, val = split(points, 0.2)
+    assert (train["as_of"] + HORIZON <= val["as_of"].min()).all()
+    assert len(train) + len(val) < len(points)  # the gap's points train nothing

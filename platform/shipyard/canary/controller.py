@@ -167,16 +167,19 @@ class RolloutController:
         stable = rollout_view(app)["stable_version"] if app else None
         if not watch_picks(version, tags, stable=stable, seen=watch.seen):
             return
-        watch.seen = [*watch.seen, version]
         from shipyard.contract import check_challenger
         from shipyard.errors import ConfigError
 
+        if stable is None:
+            return  # nothing served yet: there is no rollout to start
         try:  # the same check as `canary start`: the clients of stable must not break
             check_challenger(self.registry.tracking_uri, model, str(stable), version,
                              online=bool((app or {}).get("args", {}).get("online_features", True)))  # fmt: skip
         except ConfigError as exc:
+            watch.seen = [*watch.seen, version]  # refused for good; any other error retries
             self.rollout.decide("refused", f"watch: challenger {exc}"[:4000])
             return
+        watch.seen = [*watch.seen, version]
         cmd = new_command("start", version=version, model=model, plan=watch.plan, source="watch")
         self.rollout.start(Command.model_validate(cmd))
 

@@ -78,7 +78,10 @@ class Rollout:
         self.clock, self.now, self.sleep, self.poll_s = clock, now, sleep, poll_s
         self.window = Window()
         self.window_started = clock()
-        self.weight_changed = float("-inf")  # the warm-up runs from here
+        # the warm-up runs from the first router report at the current weight (None: the
+        # weight changed and no router has reported it yet): a router slow to reconfigure
+        # on a loaded machine does not use the warm-up up
+        self.weight_changed: float | None = float("-inf")
         self.state = RolloutState.load(backend.load_state(app), app)
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -118,6 +121,8 @@ class Rollout:
             report = RouterReport.from_dict(report)
         # a report from before the current weight was applied belongs to the last step
         if self.status == Status.PROGRESSING and report.weight == self.state.weight:
+            if self.weight_changed is None:
+                self.weight_changed = self.clock()
             warm = self.clock() - self.weight_changed >= self.plan.warmup_window_s
             self.window.add(report, latencies=warm)
 
@@ -138,7 +143,7 @@ class Rollout:
         status, state = self.status, self.state
         if status in (Status.PROGRESSING, Status.PAUSED):
             self._apply(canary_version=state.canary_version, canary_weight=state.weight)
-            self.weight_changed = self.clock()
+            self.weight_changed = None
             where = (f"step {state.step + 1}/{len(self.plan.steps)}, weight "
                      f"{state.weight:g}%, {status}; the analysis interval starts again")  # fmt: skip
         elif status == Status.PROMOTING:
@@ -263,7 +268,7 @@ class Rollout:
         self._apply(canary_weight=weight)
         self._to(event)
         self.state.step, self.state.weight, self.state.inconclusive_checks = step, weight, 0
-        self.weight_changed = self.clock()
+        self.weight_changed = None
         self.reset_window()
         self.decide("advance", f"step {step + 1}/{len(self.plan.steps)}: canary weight {weight:g}%")
 
