@@ -13,7 +13,9 @@ side by side in one run (median of ``--repeat`` calls, after a warm-up):
 - ``enforce``:    MLflow's own schema enforcement of that frame (what
   ``PyFuncModel.predict`` runs before the model);
 - ``model``:      the flavor's predict without enforcement;
-- ``pyfunc``:     ``PyFuncModel.predict`` (enforcement + model), what the predictor calls.
+- ``pyfunc``:     ``PyFuncModel.predict`` (enforcement + model), what the predictor calls;
+- for the MLP also ``transform`` (its preprocessing alone) and ``forward`` (the network
+  alone on the preprocessed batch), and ``model_over_forward`` (issue 14's ratio).
 
 The question it answers (issue 12): validating against the signature must not cost
 milliseconds; MLflow's per-call enforcement is known to be slow. Results:
@@ -101,6 +103,23 @@ def _cell(model: Any, contract: Any, schema: Any, n: int, repeat: int) -> dict[s
         "model": _median_ms(lambda: impl.predict(built), repeat),
         "pyfunc": _median_ms(lambda: model.predict(built), repeat),
     }
+    if (
+        model.metadata.flavors.get("python_function", {}).get("loader_module")
+        == "mlflow.pyfunc.model"
+    ):
+        import torch
+
+        python_model = model.unwrap_python_model()  # the fraud MLP: its two halves alone
+        prep, net = python_model._load()
+        tensor = torch.from_numpy(prep.transform(built))
+
+        def forward() -> None:
+            with torch.no_grad():
+                net(tensor)
+
+        cell["transform"] = _median_ms(lambda: prep.transform(built), repeat)
+        cell["forward"] = _median_ms(forward, repeat)
+        cell["model_over_forward"] = cell["model"] / cell["forward"]
     cell["validate_per_record_us"] = cell["validate"] / n * 1000
     return cell
 
@@ -127,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
                 cell = _cell(model, contract, schema, n, args.repeat)
                 results[f"{name}_batch{n}"] = {k: round(v, 4) for k, v in cell.items()}
                 print(f"{name:4s} batch {n:2d}: " + "  ".join(
-                    f"{k} {v:.3f} ms" for k, v in cell.items() if k != "validate_per_record_us"),
+                    f"{k} {v:.3f}" for k, v in cell.items() if k != "validate_per_record_us"),
                     flush=True)  # fmt: skip
     doc = {
         "command": "python benchmarks/contract_bench.py " + " ".join(sys.argv[1:]),

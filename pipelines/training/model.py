@@ -13,6 +13,7 @@ service's features, plus the request-time fields ``amount``, ``timestamp`` (an I
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any
 
 import mlflow.pyfunc
@@ -134,24 +135,45 @@ class Preprocessor:
         return len(self.numeric) + len(self.indicators) + 2 + sum(map(len, self.vocab.values()))
 
     def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """The network's input, in numpy on the columns' arrays: no per-column pandas
+        conversions, so one row costs microseconds, not milliseconds (it runs on every
+        request; ``benchmarks/contract_bench.py`` measures it against the forward)."""
         missing = [c for c in [*self.numeric, "timestamp", *self.vocab] if c not in frame.columns]
         if missing:
             raise ValueError(f"model inputs lack column(s): {', '.join(missing)}")
         raw = _numeric(frame, self.numeric)
         gaps = np.isnan(raw)
-        filled = np.where(gaps, np.asarray(self.fill), raw)
-        scaled = (_shape(filled, self.numeric) - np.asarray(self.mean)) / np.asarray(self.std)
+        filled = np.where(gaps, self._fill, raw)
+        scaled = (_shape(filled, self.numeric) - self._mean) / self._std
         parts = [scaled]
         if self.indicators:
-            index = [self.numeric.index(c) for c in self.indicators]
-            parts.append(gaps[:, index].astype(np.float64))
-        ts = pd.to_datetime(frame["timestamp"], utc=True)
-        hour = (ts.dt.hour + ts.dt.minute / 60.0).to_numpy(dtype=np.float64)
+            parts.append(gaps[:, self._indicator_index].astype(np.float64))
+        hour = _hours(frame["timestamp"])
         parts.append(np.stack([np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)], 1))
-        for column, values in self.vocab.items():
-            codes = pd.Categorical(frame[column].astype("string"), categories=values).codes
-            parts.append(np.eye(len(values) + 1)[codes][:, : len(values)])  # -1 → all zeros
+        for column, index in self._codes.items():
+            parts.append(_one_hot(frame[column].to_numpy(), index))  # unseen: all zeros
         return np.concatenate(parts, axis=1).astype(np.float32)
+
+    # derived once per loaded model (cached_property: not fields, so not in to_dict)
+    @cached_property
+    def _fill(self) -> np.ndarray:
+        return np.asarray(self.fill, dtype=np.float64)
+
+    @cached_property
+    def _mean(self) -> np.ndarray:
+        return np.asarray(self.mean, dtype=np.float64)
+
+    @cached_property
+    def _std(self) -> np.ndarray:
+        return np.asarray(self.std, dtype=np.float64)
+
+    @cached_property
+    def _indicator_index(self) -> list[int]:
+        return [self.numeric.index(c) for c in self.indicators]
+
+    @cached_property
+    def _codes(self) -> dict[str, dict[str, int]]:
+        return {c: {v: i for i, v in enumerate(values)} for c, values in self.vocab.items()}
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,17 +184,54 @@ class Preprocessor:
 
 
 def _numeric(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    return np.stack(
-        [pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=np.float64) for c in columns],
-        axis=1,
-    )
+    """The columns as one float64 matrix; a column that is not numeric already (strings,
+    objects) goes through ``pd.to_numeric`` (unparseable: NaN)."""
+    out = np.empty((len(frame), len(columns)), dtype=np.float64)
+    for i, column in enumerate(columns):
+        values = frame[column].to_numpy()
+        if values.dtype.kind in "fiub":
+            out[:, i] = values
+        else:
+            out[:, i] = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(np.float64)
+    return out
+
+
+_LOG_MASKS: dict[tuple[str, ...], np.ndarray] = {}
 
 
 def _shape(values: np.ndarray, columns: list[str]) -> np.ndarray:
+    key = tuple(columns)
+    mask = _LOG_MASKS.get(key)
+    if mask is None:
+        mask = _LOG_MASKS[key] = np.array([c in _LOG for c in columns], dtype=bool)
     out = values.copy()
-    for i, column in enumerate(columns):
-        if column in _LOG:
-            out[:, i] = np.log1p(np.clip(out[:, i], 0.0, None))
+    out[:, mask] = np.log1p(np.clip(out[:, mask], 0.0, None))
+    return out
+
+
+def _hours(column: pd.Series) -> np.ndarray:
+    """The hour of day (with minutes as a fraction) of each timestamp. The strings the
+    model is served (``to_model_input``'s and the router's ``...THH:MM:SS.ffffffZ``, UTC)
+    are read by position; anything else (another offset, datetimes) through pandas."""
+    values = column.to_numpy()
+    if all(isinstance(v, str) and len(v) >= 17 and v[10] == "T" and v[-1] == "Z" and v[13] == ":"
+           for v in values):  # fmt: skip
+        try:
+            return np.array([int(v[11:13]) + int(v[14:16]) / 60.0 for v in values], np.float64)
+        except ValueError:
+            pass  # not digits where the hour and minute go: let pandas say what it is
+    ts = pd.to_datetime(column, utc=True, format="ISO8601")
+    return (ts.dt.hour + ts.dt.minute / 60.0).to_numpy(dtype=np.float64)
+
+
+def _one_hot(values: np.ndarray, index: dict[str, int]) -> np.ndarray:
+    out = np.zeros((len(values), len(index)), dtype=np.float64)
+    for row, value in enumerate(values):
+        if value is None or (isinstance(value, float) and value != value):
+            continue  # missing: all zeros
+        code = index.get(value if isinstance(value, str) else str(value), -1)
+        if code >= 0:
+            out[row, code] = 1.0
     return out
 
 

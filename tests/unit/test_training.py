@@ -79,6 +79,48 @@ def test_preprocessor_fills_scales_encodes_and_round_trips() -> None:
         prep.transform(train.drop(columns=["amount"]))
 
 
+def _reference_transform(prep: Preprocessor, frame: pd.DataFrame) -> np.ndarray:
+    """The preprocessing as first written, column by column in pandas: the oracle the
+    numpy version must equal."""
+    from pipelines.training.model import _LOG
+
+    raw = np.stack([pd.to_numeric(frame[c], errors="coerce").to_numpy(dtype=np.float64)
+                    for c in prep.numeric], axis=1)  # fmt: skip
+    gaps = np.isnan(raw)
+    shaped = np.where(gaps, np.asarray(prep.fill), raw)
+    for i, column in enumerate(prep.numeric):
+        if column in _LOG:
+            shaped[:, i] = np.log1p(np.clip(shaped[:, i], 0.0, None))
+    parts = [(shaped - np.asarray(prep.mean)) / np.asarray(prep.std)]
+    if prep.indicators:
+        parts.append(gaps[:, [prep.numeric.index(c) for c in prep.indicators]].astype(np.float64))
+    ts = pd.to_datetime(frame["timestamp"], utc=True, format="ISO8601")  # mixed offsets too
+    hour = (ts.dt.hour + ts.dt.minute / 60.0).to_numpy(dtype=np.float64)
+    parts.append(np.stack([np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)], 1))
+    for column, values in prep.vocab.items():
+        codes = pd.Categorical(frame[column].astype("string"), categories=values).codes
+        parts.append(np.eye(len(values) + 1)[codes][:, : len(values)])
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
+def test_the_numpy_preprocessing_equals_the_pandas_reference_on_odd_inputs() -> None:
+    train = _inputs(2000)
+    prep = Preprocessor.fit(train)
+    served = to_model_input(train.head(64))  # what the serving path hands the model
+    odd = train.head(8).astype({"amount": object, "category": object}).copy()
+    odd.loc[odd.index[0], "amount"] = "12.5"  # a numeric string
+    odd.loc[odd.index[1], "amount"] = None
+    odd.loc[odd.index[2], "category"] = None  # missing: all zeros
+    odd.loc[odd.index[3], "category"] = "jewellery"  # unseen: all zeros
+    odd["timestamp"] = ["2026-08-14T10:30:00Z", "2026-08-14T23:59:59.999999Z",
+                        "2026-08-14T12:00:00+02:00", "2026-08-14T00:15:00-05:00",
+                        "2026-08-14 10:00:00Z", "2026-08-14T10:00Z", "2026-08-14T07:45:12.5Z",
+                        "2026-08-14T01:02:03.000000Z"]  # fmt: skip
+    for frame in (train, served, odd, train.head(1), to_model_input(train.head(1))):
+        np.testing.assert_allclose(prep.transform(frame), _reference_transform(prep, frame),
+                                   rtol=1e-6, atol=1e-6)  # fmt: skip
+
+
 def test_pyfunc_survives_pickling_and_predicts_probabilities() -> None:
     import cloudpickle
 
