@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from shipyard.contract import ServingContract
+from shipyard.contract import ServingContract, request_fields
 
 __all__ = ["MAX_BATCH", "MAX_BODY_BYTES", "RequestError", "RequestSchema", "parse_json"]
 
@@ -261,18 +261,8 @@ class RequestSchema:
         self.online = online and bool(contract.feature_service)
         online_inputs = set(contract.online_inputs)
         constraints = contract.constraints
-        fields: dict[str, _Field] = {}
-        for key in contract.entity_keys if self.online else ():
-            type_name = constraints.get(key, {}).get("type", "string")
-            fields[key] = _Field(key, type_name, True, constraints.get(key, {}))
-        for col in contract.inputs:
-            if col.name in online_inputs and self.online:
-                continue
-            required = col.required and col.name not in online_inputs
-            fields[col.name] = _Field(col.name, col.type, required, constraints.get(col.name, {}))
-        if contract.id_field and contract.id_field not in fields:
-            checks = constraints.get(contract.id_field, {})
-            fields[contract.id_field] = _Field(contract.id_field, "any", False, checks)
+        fields = {name: _Field(name, col.type, col.required, constraints.get(name, {}))
+                  for name, col in request_fields(contract, online=online).items()}  # fmt: skip
         self.fields = list(fields.values())
         self.refused = sorted(online_inputs - set(fields)) if self.online else []
 
