@@ -122,7 +122,7 @@ class Preprocessor:
         fill = np.nanmedian(np.where(np.isnan(raw).all(axis=0), 0.0, raw), axis=0)
         fill = np.nan_to_num(fill)
         indicators = [c for c, col in zip(numeric, raw.T, strict=True) if np.isnan(col).any()]
-        shaped = _shape(np.where(np.isnan(raw), fill, raw), numeric)
+        shaped = _shape(np.where(np.isnan(raw), fill, raw), _log_mask(numeric))
         std = shaped.std(axis=0)
         vocab = {
             c: sorted(frame[c].astype("string").dropna().unique().tolist()) for c in CATEGORICAL
@@ -144,7 +144,7 @@ class Preprocessor:
         raw = _numeric(frame, self.numeric)
         gaps = np.isnan(raw)
         filled = np.where(gaps, self._fill, raw)
-        scaled = (_shape(filled, self.numeric) - self._mean) / self._std
+        scaled = (_shape(filled, self._log) - self._mean) / self._std
         parts = [scaled]
         if self.indicators:
             parts.append(gaps[:, self._indicator_index].astype(np.float64))
@@ -166,6 +166,10 @@ class Preprocessor:
     @cached_property
     def _std(self) -> np.ndarray:
         return np.asarray(self.std, dtype=np.float64)
+
+    @cached_property
+    def _log(self) -> np.ndarray:
+        return _log_mask(self.numeric)
 
     @cached_property
     def _indicator_index(self) -> list[int]:
@@ -196,17 +200,15 @@ def _numeric(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
     return out
 
 
-_LOG_MASKS: dict[tuple[str, ...], np.ndarray] = {}
-
-
-def _shape(values: np.ndarray, columns: list[str]) -> np.ndarray:
-    key = tuple(columns)
-    mask = _LOG_MASKS.get(key)
-    if mask is None:
-        mask = _LOG_MASKS[key] = np.array([c in _LOG for c in columns], dtype=bool)
+def _shape(values: np.ndarray, log: np.ndarray) -> np.ndarray:
+    """``values`` with the heavy-tailed columns (``log``, a mask) log1p-compressed."""
     out = values.copy()
-    out[:, mask] = np.log1p(np.clip(out[:, mask], 0.0, None))
+    out[:, log] = np.log1p(np.clip(out[:, log], 0.0, None))
     return out
+
+
+def _log_mask(columns: list[str]) -> np.ndarray:
+    return np.array([c in _LOG for c in columns], dtype=bool)
 
 
 def _hours(column: pd.Series) -> np.ndarray:
