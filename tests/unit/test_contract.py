@@ -427,3 +427,35 @@ def test_an_incompatible_challenger_is_named_field_by_field(fraud: ServingContra
     assert "amount: the challenger takes string; the champion's clients send double" in text
     assert "country: the challenger checks pattern='[A-Z]{3}'" in text
     assert "category: the champion's clients send it; the challenger reads it" in text
+
+
+class _Dtypes:
+    """A pyfunc that answers, per row, the dtypes of the frame it was given."""
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+        kinds = ",".join(f"{c}:{model_input[c].dtype}" for c in model_input.columns)
+        return pd.DataFrame({"price": [float(len(kinds))] * len(model_input), "kinds": kinds})
+
+
+def test_raw_predict_sees_what_mlflow_enforcement_gives(price: ServingContract, tmp_path) -> None:
+    """The predictor skips MLflow's per-call enforcement (the router validated against
+    the same signature): the model must get the same frame either way, and a refused
+    input still fails through the enforcing path as the client's mistake."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from services.predictor.app import _client_error, raw_predict
+
+    class Dtypes(_Dtypes, mlflow.pyfunc.PythonModel):
+        pass
+
+    mlflow.pyfunc.save_model(tmp_path / "m", python_model=Dtypes(), signature=PRICE_SIGNATURE)
+    model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    schema = RequestSchema(price, online=True)
+    rows = [schema.validate(HOUSE)[0], schema.validate({**HOUSE, "garden": True, "rooms": 1})[0]]
+    frame = model_frame(price, rows, {"area_median_price": [350000.0, None]})
+    fast = raw_predict(model)(frame)
+    pd.testing.assert_frame_equal(fast, model.predict(frame))
+    with pytest.raises(MlflowException) as refused:
+        model.predict(frame.assign(rooms=["three", "one"]))
+    assert _client_error(refused.value)
