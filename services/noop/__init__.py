@@ -1,0 +1,1 @@
+"""No-op Serve applications: the data plane's floor (benchmarks/dataplane_bench.py)."""
