@@ -7,8 +7,8 @@ materialization.
 """
 
 from datetime import timedelta
+from typing import Any
 
-import pandas as pd
 from feast import FeatureView, Field, FileSource, OnDemandFeatureView, RequestSource
 from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64
@@ -43,22 +43,26 @@ def merchant_features(source: FileSource) -> FeatureView:
     )
 
 
-def transaction_amount_features(inputs: pd.DataFrame) -> pd.DataFrame:
+def transaction_amount_features(inputs: dict[str, Any]) -> dict[str, Any]:
     """The transaction's amount relative to the customer's 7-day mean (1.0 with no
-    history), computed the same way offline and online. Self-contained: Feast ships
-    this function's source to wherever it runs."""
-    import pandas as pd
+    history, or no positive mean), computed the same way offline and online.
 
-    mean = inputs["cust_amount_mean_7d"].astype("float64")
-    amount = inputs["amount"].astype("float64")
-    ratio = (amount / mean.where(mean > 0)).fillna(1.0)
-    return pd.DataFrame({"amount_to_cust_mean_7d": ratio})
+    Python mode: Feast hands it columns as lists (offline: the training set's; online:
+    the batch's), so serving runs it without pandas. Self-contained: Feast ships this
+    function's source to wherever it runs.
+    """
+    ratios = []
+    for amount, mean in zip(inputs["amount"], inputs["cust_amount_mean_7d"], strict=True):
+        ok = amount is not None and mean is not None and mean > 0
+        ratio = float(amount) / float(mean) if ok else 1.0
+        ratios.append(ratio if ratio == ratio else 1.0)  # a NaN amount: 1.0 too
+    return {"amount_to_cust_mean_7d": ratios}
 
 
 def amount_view(customer_view: FeatureView, request: RequestSource) -> OnDemandFeatureView:
     return on_demand_feature_view(
         sources=[customer_view[["cust_amount_mean_7d"]], request],
         schema=[Field(name="amount_to_cust_mean_7d", dtype=Float64)],
-        mode="pandas",
+        mode="python",
         description="request-time amount against the customer's recent spend",
     )(transaction_amount_features)
