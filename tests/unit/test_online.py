@@ -218,3 +218,23 @@ def test_redis_reader_equals_feast(redis_store: Store, case: str) -> None:
     rows = _batches(redis_store)[case]
     values, missing = _same_as_feast(redis_store, FRAUD, rows)
     assert missing == _expected_missing(values, len(rows))
+
+
+def test_python_mode_view_equals_the_pandas_one_offline(root: Path) -> None:
+    """Offline, Feast applies an on-demand view with ``transform_arrow`` on the joined
+    training table (RetrievalJob.to_arrow), in either mode: the python-mode view gives
+    the pandas formula's values there, on odd inputs too."""
+    import pyarrow as pa
+
+    objects = _definitions(root / "defs")
+    python_view = next(o for o in objects if o.name == "transaction_amount_features")
+    pandas_view = next(o for o in objects if o.name == "_pandas_ratio")
+    assert python_view.mode == "python"
+    nan, inf = float("nan"), float("inf")
+    means = [10.0, 0.0, -3.0, None, nan, 1e-300, inf, 2.5, 7.0, 3.0]
+    amounts = [25.0, 5.0, 5.0, 5.0, 5.0, 1e10, 5.0, 0.0, None, nan]
+    table = pa.table({"customer_id": [f"c{i}" for i in range(10)], "amount": amounts,
+                      "cust_amount_mean_7d": means})  # fmt: skip
+    got = python_view.transform_arrow(table, False)["amount_to_cust_mean_7d"].to_pylist()
+    want = pandas_view.transform_arrow(table, False)["amount_ratio_pandas"].to_pylist()
+    assert got == want and got[:4] == [2.5, 1.0, 1.0, 1.0]
