@@ -135,6 +135,10 @@ def _child_env() -> dict[str, str]:
     # `down` stops the whole cluster: no point draining the head for 30 s first.
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "3")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    from shipyard.serving import SERVE_RAY_ENV
+
+    for name, value in SERVE_RAY_ENV.items():  # how Serve's data plane runs; a user's own wins
+        env.setdefault(name, value)
     return env
 
 

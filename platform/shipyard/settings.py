@@ -158,7 +158,25 @@ class ServeSettings(BaseModel):
         "send them as fields of the request",
     )
     max_batch_size: int = Field(default=32, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)
+    batch_wait_timeout_s: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="seconds a predictor waits for more requests before scoring a batch; 0: "
+        "it scores what queued while the previous batch ran, and a lone request never waits",
+    )
+    stable_min_replicas: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="stable predictor replicas kept up, so that one replica's death or "
+        "restart is not a stall",
+    )
+    access_log: bool = Field(
+        default=False,
+        description="Serve's access log line per request (proxy and replicas); off: the "
+        "router's per-variant counts and Ray's metrics still count every request",
+    )
     tracking_uri: str | None = Field(
         default=None,
         description="the MLflow server as the Serve replicas and the rollout controller "

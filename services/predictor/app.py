@@ -204,7 +204,7 @@ class Predictor:
         feature_repo: str,
         online_features: bool = True,
         max_batch_size: int = 32,
-        batch_wait_timeout_s: float = 0.005,
+        batch_wait_timeout_s: float = 0.0,
     ) -> None:
         self.model_name = model
         self.variant = variant
@@ -263,7 +263,7 @@ class Predictor:
                     "model_version": self.version, "status": 503}  # fmt: skip
         return await self.predict_batch(row)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def predict_batch(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.predict_many, rows)
 

@@ -75,7 +75,7 @@ class AppArgs(BaseModel):
         "fields of the request",
     )
     max_batch_size: int = Field(default=32, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(default=0.005, ge=0, le=1)
+    batch_wait_timeout_s: float = Field(default=0.0, ge=0, le=1)
 
 
 def bucket(key: str) -> float:

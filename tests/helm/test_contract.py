@@ -30,11 +30,13 @@ FEAST_REPO = "/etc/shipyard/feast"
 
 
 def _serve_settings(http_port: int = 8000, max_batch_size: int = 32,
-                    batch_wait_timeout_s: float = 0.005, online_features: bool = True) -> Any:  # fmt: skip
+                    batch_wait_timeout_s: float = 0.0, online_features: bool = True,
+                    stable_min_replicas: int = 2, access_log: bool = False) -> Any:  # fmt: skip
     return defaults(profile="cluster", serve={
         "backend": "kubernetes", "tracking_uri": MLFLOW, "feature_repo": FEAST_REPO,
         "http_port": http_port, "max_batch_size": max_batch_size,
-        "batch_wait_timeout_s": batch_wait_timeout_s, "online_features": online_features})  # fmt: skip
+        "batch_wait_timeout_s": batch_wait_timeout_s, "online_features": online_features,
+        "stable_min_replicas": stable_min_replicas, "access_log": access_log})  # fmt: skip
 
 
 def _serve_config_v2(objects: list[dict[str, Any]]) -> dict[str, Any]:
@@ -62,10 +64,11 @@ PINNED = [{"name": "fraud-detector", "stableVersion": "3"},
                                       {"name": "customer-spend", "stableVersion": 7},
                                       {"name": "fraud-detector"}],
                      "serve.httpPort": "9000", "serve.maxBatchSize": "8",
-                     "serve.batchWaitTimeoutS": 0.02, "serve.onlineFeatures": "false"},
+                     "serve.batchWaitTimeoutS": 0.02, "serve.onlineFeatures": "false",
+                     "serve.stableMinReplicas": 5, "serve.accessLog": "true"},
          [("Churn.v2_eu", "12"), ("customer-spend", "7"), ("fraud-detector", None)],
          {"http_port": 9000, "max_batch_size": 8, "batch_wait_timeout_s": 0.02,
-          "online_features": False}),
+          "online_features": False, "stable_min_replicas": 5, "access_log": True}),
         # a values file (ci/ci-values.yaml): three models, one version a YAML number
         ("ci", {}, [("fraud-detector", "3"), ("customer-spend", None), ("churn", "12")], {}),
     ],
@@ -76,6 +79,24 @@ def test_serve_config_v2_is_the_local_deploys_config(value_set: str, sets: dict[
     rendered = _serve_config_v2(render(value_set, **sets))
     assert rendered == _expected(_serve_settings(**settings_kw), models)
     serving.validate_config(rendered)  # Ray Serve's own ServeDeploySchema
+
+
+def test_serving_pods_run_serve_as_shipyard_up_does() -> None:
+    """The serving cluster's Ray pods get the same data-plane environment as the local
+    cluster (shipyard.serving.SERVE_RAY_ENV); the jobs cluster does not need it."""
+    objects = render()
+
+    def envs(obj: dict[str, Any]) -> list[dict[str, str]]:
+        spec = obj["spec"].get("rayClusterConfig", obj["spec"])
+        pods = [spec["headGroupSpec"]] + spec.get("workerGroupSpecs", [])
+        return [{e["name"]: e.get("value") for e in c.get("env", [])}
+                for p in pods for c in p["template"]["spec"]["containers"]
+                if c["name"].startswith("ray-")]  # fmt: skip
+
+    serving_envs = envs(one(objects, "RayService"))
+    assert serving_envs and all(e.items() >= serving.SERVE_RAY_ENV.items() for e in serving_envs)
+    jobs = [o for o in objects if o["kind"] == "RayCluster"]
+    assert jobs and not any("RAY_SERVE_THROUGHPUT_OPTIMIZED" in e for e in envs(jobs[0]))
 
 
 def test_the_charts_serve_config_file_is_current() -> None:

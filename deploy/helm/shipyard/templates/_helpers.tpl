@@ -203,6 +203,15 @@ app.kubernetes.io/component: {{ index . 1 }}
   value: {{ .Values.serve.httpPort | quote }}
 {{- end -}}
 
+{{/* How Ray runs Serve's data plane in the serving cluster's pods (values
+serve.rayEnv; the same map `shipyard up` sets locally: shipyard.serving.SERVE_RAY_ENV). */}}
+{{- define "shipyard.serveRayEnv" -}}
+{{- range $name, $value := .Values.serve.rayEnv }}
+- name: {{ $name }}
+  value: {{ $value | quote }}
+{{- end }}
+{{- end -}}
+
 {{- define "shipyard.registryUrl" -}}
 {{- printf "postgresql+psycopg://%s:${POSTGRES_PASSWORD}@%s:%s/%s" .Values.postgres.username (include "shipyard.postgresHost" .) (include "shipyard.postgresPort" .) .Values.postgres.feastDatabase -}}
 {{- end -}}
@@ -340,6 +349,9 @@ headGroupSpec:
           imagePullPolicy: {{ $v.image.pullPolicy }}
           env:
             {{- include "shipyard.env" $root | nindent 12 }}
+            {{- if .serve }}
+            {{- include "shipyard.serveRayEnv" $root | nindent 12 }}
+            {{- end }}
           ports:
             - {containerPort: 6379, name: gcs-server}
             - {containerPort: 8265, name: dashboard}
@@ -396,6 +408,9 @@ workerGroupSpecs:
             imagePullPolicy: {{ $v.image.pullPolicy }}
             env:
               {{- include "shipyard.env" $root | nindent 14 }}
+              {{- if $.serve }}
+              {{- include "shipyard.serveRayEnv" $root | nindent 14 }}
+              {{- end }}
             resources:
               {{- toYaml $g.resources | nindent 14 }}
             securityContext:

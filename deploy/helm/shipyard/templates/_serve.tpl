@@ -14,6 +14,7 @@
 {{- $s := $root.Values.serve -}}
 {{- $config := $root.Files.Get "files/serve-config.json" | fromJson -}}
 {{- $_ := set $config.http_options "port" (int $s.httpPort) -}}
+{{- $_ := set $config.logging_config "enable_access_log" $s.accessLog -}}
 {{- $placeholder := first $config.applications -}}
 {{- $args := $placeholder.args -}}
 {{- $_ := set $args "tracking_uri" (include "shipyard.mlflowUrl" $root) -}}
@@ -31,7 +32,7 @@
 {{- $version := toString (default "" .stableVersion) -}}
 {{- $stable := ternary nil $version (eq $version "") -}}
 {{- range $app.deployments -}}
-{{- if eq .name "stable" }}{{ $_ := set .user_config "model_version" $stable }}{{ end -}}
+{{- if eq .name "stable" }}{{ $_ := set .user_config "model_version" $stable }}{{ include "shipyard.stableReplicas" (list . (int $root.Values.serve.stableMinReplicas)) }}{{ end -}}
 {{- if eq .name "router" }}{{ $_ := set .user_config "stable_version" $stable }}{{ end -}}
 {{- end -}}
 {{- with get $live .name -}}
@@ -41,6 +42,16 @@
 {{- end -}}
 {{- $_ := set $config "applications" (concat $apps (rest $config.applications)) -}}
 {{- toYaml $config -}}
+{{- end -}}
+
+{{/* (list stableDeployment n): the stable predictor keeps n replicas up (and may
+     scale to at least 4), as serving._predictor sets them. */}}
+{{- define "shipyard.stableReplicas" -}}
+{{- $scaling := (index . 0).autoscaling_config -}}
+{{- $n := index . 1 -}}
+{{- $_ := set $scaling "min_replicas" $n -}}
+{{- $_ := set $scaling "initial_replicas" $n -}}
+{{- $_ := set $scaling "max_replicas" (max 4 $n) -}}
 {{- end -}}
 
 {{/* The live RayService's applications by name, as JSON: {} when there is none or its
