@@ -176,8 +176,9 @@ def app_config(settings: Settings, model: str, stable_version: str | None) -> di
         "args": args,
         "deployments": [
             router,
-            _predictor("stable", stable_version, idle=False,
-                       replicas=settings.serve.stable_min_replicas),
+            _predictor(
+                "stable", stable_version, idle=False, replicas=settings.serve.stable_min_replicas
+            ),
             _predictor("canary", None, idle=True),
         ],  # fmt: skip
     }
