@@ -83,11 +83,12 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
     url = f"{deployed['route']}/predict"
     customers, merchants = _traffic(raw)
 
-    say(f"[10/14] canary of {model}@challenger under traffic (~30 requests/s on loopback)")
+    say(f"[10/14] canary of {model}@challenger under traffic (40 requests/s, open loop, on "
+        "loopback)")  # fmt: skip
     good: dict[str, Any] = {}
     bad: dict[str, Any] = {}
     body = random_transactions(customers, merchants)
-    with Load(url, body, rate=30, threads=4, max_seconds=600) as load:
+    with Load(url, body, rate=40, threads=16, max_seconds=600) as load:
         if challenger["gate_passed"] and challenger["version"] != deployed["version"]:
             plan = parse_plan(steps="10,50,100", interval="8s", min_requests=20,
                               max_latency_ratio=2.0)  # fmt: skip
@@ -156,8 +157,8 @@ def run_spend(settings: Settings, fraud_model: str, fraud_url: str, fraud_body: 
         f" ({second['gate_reason']})")  # fmt: skip
     good: dict[str, Any] = {}
     fraud_version = rollouts.status(settings, fraud_model)["serving"]["stable_version"]
-    with Load(fraud_url, fraud_body, rate=15, threads=2, max_seconds=600) as fraud, \
-            Load(url, random_forecasts(customers), rate=20, threads=3, max_seconds=600) as load:  # fmt: skip
+    with Load(fraud_url, fraud_body, rate=15, threads=8, max_seconds=600) as fraud, \
+            Load(url, random_forecasts(customers), rate=25, threads=8, max_seconds=600) as load:  # fmt: skip
         if second["gate_passed"] and second["version"] != deployed["version"]:
             plan = parse_plan(steps="20,100", interval="8s", min_requests=20,
                               max_latency_ratio=2.0)  # fmt: skip
