@@ -516,7 +516,7 @@ def main() -> int:
                         help="niceness of the bare server (Ray runs its workers at 15)")  # fmt: skip
     parser.add_argument("--overload-factor", type=float, default=10.0)
     parser.add_argument("--overload-seconds", type=float, default=20)
-    parser.add_argument("--overload-connections", type=int, default=2048,
+    parser.add_argument("--overload-connections", type=int, default=1024,
                         help="paced wrk connections; the most requests the client can have "
                         "in flight (a closed connection waits for its answer)")  # fmt: skip
     parser.add_argument("--no-overload", action="store_true", help="skip the overload cell")
@@ -548,7 +548,7 @@ def main() -> int:
               f"hint: shipyard deploy {args.model}", file=sys.stderr)  # fmt: skip
         return 2
     app_args = (deployed.config or {}).get("args") or {}
-    command = "python benchmarks/dataplane_bench.py " + " ".join(sys.argv[1:])
+    command = " ".join(["python benchmarks/dataplane_bench.py", *sys.argv[1:]])
     began = time.monotonic()
     machine = _machine()
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
