@@ -45,7 +45,6 @@ class _View:
     join_keys: tuple[str, ...]
     key_types: tuple[Any, ...]  # feast ValueType per join key
     features: tuple[str, ...]
-    requested: list[str]  # the same, as online_read takes them
     plain: tuple[bool, ...]  # per feature: its proto field is the Python value
     types: tuple[Any, ...]  # per feature: feast ValueType, for the general conversion
 
@@ -143,7 +142,8 @@ class OnlineFeatures:
                   for j, t in enumerate(view.key_types)]  # fmt: skip
         keys = [api.EntityKey(join_keys=view.join_keys, entity_values=[p[i] for p in protos])
                 for i in range(len(distinct))]  # fmt: skip
-        found = self.provider.online_read(self.store.config, view.table, keys, view.requested)
+        # a fresh list: Redis' online_read appends its timestamp field to the one it gets
+        found = self.provider.online_read(self.store.config, view.table, keys, list(view.features))
         columns: list[list[Any]] = [[None] * len(rows) for _ in view.features]
         for (_, data), indexes in zip(found, at.values(), strict=True):
             if not data:
@@ -171,7 +171,7 @@ def _view(store: Any, projection: Any) -> _View:
     names = tuple(f.name for f in projection.features)
     return _View(table, "+".join(table.entities) or projection.name, join_keys,
                  tuple(by_key.get(k, ValueType.UNKNOWN) for k in join_keys),
-                 names, list(names), plain, types)  # fmt: skip
+                 names, plain, types)  # fmt: skip
 
 
 @functools.cache

@@ -218,6 +218,9 @@ def test_redis_reader_equals_feast(redis_store: Store, case: str) -> None:
     rows = _batches(redis_store)[case]
     values, missing = _same_as_feast(redis_store, FRAUD, rows)
     assert missing == _expected_missing(values, len(rows))
+    reader = OnlineFeatures.open(str(redis_store.repo), FRAUD)
+    assert all(reader.read(rows) == (values, missing) for _ in range(3))  # reads leave no trace
+    assert [len(v.features) for v in reader.views] == [11, 3]
 
 
 def test_python_mode_view_equals_the_pandas_one_offline(root: Path) -> None:
@@ -226,7 +229,7 @@ def test_python_mode_view_equals_the_pandas_one_offline(root: Path) -> None:
     the pandas formula's values there, on odd inputs too."""
     import pyarrow as pa
 
-    objects = _definitions(root / "defs")
+    objects = _definitions((root / "features").resolve())  # the stores' own, once
     python_view = next(o for o in objects if o.name == "transaction_amount_features")
     pandas_view = next(o for o in objects if o.name == "_pandas_ratio")
     assert python_view.mode == "python"
