@@ -10,7 +10,8 @@ from an alias once, at deploy time.
 What the replica does with a request comes from the version's serving contract
 (``shipyard.contract``), never from code of a model: each request is one record the
 router already validated; requests are batched with ``@serve.batch``, and a batch
-makes one Feast online lookup (the contract's feature service, by its entity keys),
+makes one Feast online lookup (the contract's feature service, by its entity keys,
+through ``shipyard.online``: the service resolved once, each view's ``online_read``),
 builds the signature's columns as arrays, and runs one ``predict``. Entities the
 online store has never seen get the model's own defaults (its imputation) and are
 named in ``features_missing``.
@@ -22,13 +23,14 @@ import asyncio
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from ray import serve
 from shipyard.contract import ServingContract, read_contract
+from shipyard.online import OnlineFeatures
 
 __all__ = ["Predictor", "model_frame", "named_outputs"]
 
@@ -37,57 +39,6 @@ log = logging.getLogger("ray.serve")
 
 class ModelNotLoaded(RuntimeError):
     """This replica holds no model version (an idle canary, or a failed load)."""
-
-
-@dataclass
-class OnlineFeatures:
-    """How one feature service is read for a batch of records."""
-
-    store: Any
-    service: Any
-    entity_keys: list[str]
-    request_fields: list[str]  # request data its on-demand views take
-    groups: dict[str, list[str]] = field(default_factory=dict)  # entity -> its features
-
-    @classmethod
-    def open(cls, repo: str, contract: ServingContract) -> OnlineFeatures:
-        from pathlib import Path
-
-        from shipyard.feast_repo import open_store
-
-        store = open_store(Path(repo))
-        service = store.get_feature_service(contract.feature_service)
-        odfvs = {v.name: v for v in store.list_on_demand_feature_views()}
-        request_fields: set[str] = set()
-        groups: dict[str, list[str]] = {}
-        for projection in service.feature_view_projections:
-            if projection.name in odfvs:
-                for source in odfvs[projection.name].source_request_sources.values():
-                    request_fields |= {f.name for f in source.schema}
-                continue
-            view = store.get_feature_view(projection.name)
-            group = "+".join(view.entities) or projection.name
-            groups.setdefault(group, []).extend(f.name for f in projection.features)
-        available = {c.name for c in contract.inputs} | set(contract.entity_keys)
-        lacking = sorted(request_fields - available)
-        if lacking:
-            raise ValueError(f"feature service {contract.feature_service} needs request "
-                             f"field(s) {', '.join(lacking)} that the model's contract lacks")  # fmt: skip
-        return cls(store, service, list(contract.entity_keys), sorted(request_fields), groups)
-
-    def read(self, rows: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], list[list[str]]]:
-        """Feature columns for the rows, and per row the entities without features."""
-        keys = [*self.entity_keys, *self.request_fields]
-        entity_rows = [{k: r[k] for k in keys} for r in rows]
-        values = self.store.get_online_features(features=self.service,
-                                                entity_rows=entity_rows).to_dict()  # fmt: skip
-        missing: list[list[str]] = [[] for _ in rows]
-        for group, names in self.groups.items():
-            columns = [values[n] for n in names if n in values]
-            for i in range(len(rows)):
-                if columns and all(col[i] is None for col in columns):
-                    missing[i].append(group)
-        return values, missing
 
 
 _NUMPY = {"double": np.float64, "float": np.float32, "long": np.int64, "integer": np.int32}
