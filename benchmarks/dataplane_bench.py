@@ -9,7 +9,7 @@ targets get the same POST bodies (fraud transactions of customers and merchants 
 from the raw data, so Feast has them) at concurrency 1 and 16:
 
 - ``bare``:     a no-op Starlette app on uvicorn (1 worker), a subprocess of this script
-  on a free 127.0.0.1 port, at nice 15 as Ray runs its workers (``--bare-nice``).
+  on a free 127.0.0.1 port, at nice 0 as Shipyard runs Ray's workers (``--bare-nice``).
 - ``noop1``:    a Ray Serve no-op, one deployment (``services.noop.app:build_one``).
 - ``noop2``:    a Ray Serve no-op, proxy -> ingress -> leaf through a DeploymentHandle
   (``services.noop.app:build_two``): the shape of Shipyard's router and predictor.
@@ -512,8 +512,8 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=10, help="wrk's client timeout, seconds")
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--bodies", type=int, default=512, help="distinct request bodies")
-    parser.add_argument("--bare-nice", type=int, default=15,
-                        help="niceness of the bare server (Ray runs its workers at 15)")  # fmt: skip
+    parser.add_argument("--bare-nice", type=int, default=0,
+                        help="niceness of the bare server (Shipyard runs Ray's workers at 0)")  # fmt: skip
     parser.add_argument("--overload-factor", type=float, default=10.0)
     parser.add_argument("--overload-seconds", type=float, default=20)
     parser.add_argument("--overload-connections", type=int, default=1024,
