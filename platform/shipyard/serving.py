@@ -123,7 +123,7 @@ def _predictor(name: str, version: str | None, *, idle: bool, replicas: int = 1)
         "max_ongoing_requests": 32,
         # beyond this many waiting at a router replica, the router answers 503 at once:
         # a short queue keeps the latency of what is admitted bounded under overload
-        "max_queued_requests": 32,
+        "max_queued_requests": 16,
         "backpressure_config": BACKPRESSURE,
         "autoscaling_config": {
             "min_replicas": 0 if idle else replicas,
@@ -149,17 +149,18 @@ def app_config(settings: Settings, model: str, stable_version: str | None) -> di
             "batch_wait_timeout_s": settings.serve.batch_wait_timeout_s}  # fmt: skip
     router = {
         "name": "router",
-        # what a router replica holds at once: its predictors' capacity and a little more
-        "max_ongoing_requests": 128,
+        # what a router replica holds at once: about half a second of what two stable
+        # replicas score on 2 cores (~90 requests/s); more would only wait in line
+        "max_ongoing_requests": 48,
         # beyond this many waiting at the proxy, the proxy answers 503 + Retry-After at
         # once instead of queueing (the client retries later or elsewhere)
-        "max_queued_requests": 64,
+        "max_queued_requests": 16,
         "backpressure_config": BACKPRESSURE,
         "autoscaling_config": {
             "min_replicas": 1,
             "initial_replicas": 1,
             "max_replicas": 2,
-            "target_ongoing_requests": 64,
+            "target_ongoing_requests": 24,
         },  # fmt: skip
         "graceful_shutdown_timeout_s": 20,
         "ray_actor_options": {"num_cpus": 0.1},
