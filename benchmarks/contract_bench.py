@@ -12,8 +12,9 @@ side by side in one run (median of ``--repeat`` calls, after a warm-up):
 - ``frame``:      ``model_frame``: the signature's columns as arrays (the predictor);
 - ``enforce``:    MLflow's own schema enforcement of that frame (what
   ``PyFuncModel.predict`` runs before the model);
-- ``model``:      the flavor's predict without enforcement;
-- ``pyfunc``:     ``PyFuncModel.predict`` (enforcement + model), what the predictor calls;
+- ``model``:      the flavor's predict without enforcement: what the predictor calls
+  (``services.predictor.app.raw_predict``), the router having validated the records;
+- ``pyfunc``:     ``PyFuncModel.predict`` (enforcement + model), what it called before;
 - for the MLP also ``transform`` (its preprocessing alone) and ``forward`` (the network
   alone on the preprocessed batch), and ``model_over_forward`` (issue 14's ratio).
 
