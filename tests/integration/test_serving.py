@@ -325,6 +325,43 @@ def test_malformed_requests_from_the_signature_are_4xx_naming_the_field(
     assert ok.status_code == 200 and 0 <= ok.json()["fraud_probability"] <= 1
 
 
+def burst(
+    url: str, bodies: list[dict], timeout_s: float = 60
+) -> list[tuple[int, str | None, float]]:
+    """Every body POSTed at once (one thread each, released together): per request its
+    status, its Retry-After header and its seconds."""
+    import threading
+
+    start = threading.Barrier(len(bodies))
+
+    def one(body: dict) -> tuple[int, str | None, float]:
+        with requests.Session() as session:
+            start.wait()
+            began = time.monotonic()
+            resp = session.post(url, json=body, timeout=timeout_s)
+            return resp.status_code, resp.headers.get("Retry-After"), time.monotonic() - began
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        return list(pool.map(one, bodies))
+
+
+def test_a_burst_beyond_the_queues_is_shed_at_once(served: str, customers: list[str]) -> None:
+    """Short queues: 240 requests at once on an application that holds 64 (48 at the
+    router, 16 waiting at the proxy): what does not fit is answered 503 with
+    Retry-After at once, everything else gets its prediction, nothing waits for a
+    client timeout, and serving goes on."""
+    bodies = [transaction(i, customers[i % len(customers)]) for i in range(240)]
+    answers = burst(f"{served}/predict", bodies)
+    statuses = Counter(a[0] for a in answers)
+    assert set(statuses) <= {200, 503}, statuses
+    shed = [a for a in answers if a[0] == 503]
+    assert len(shed) >= 60 and statuses[200] >= 48, statuses
+    assert {a[1] for a in shed} == {"1"}  # Retry-After: 1
+    assert float(np.median([a[2] for a in shed])) < 2.0, sorted(a[2] for a in shed)
+    after = requests.post(f"{served}/predict", json=bodies[0], timeout=30)
+    assert after.status_code == 200, after.text
+
+
 def test_fuzzed_requests_never_get_a_5xx(served: str, customers: list[str]) -> None:
     """Random bodies and bytes on every endpoint: a 2xx, or a 4xx with an error body;
     never a 5xx, a non-JSON answer or a dropped connection. Bounded: 300 requests."""
