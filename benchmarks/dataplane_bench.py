@@ -15,6 +15,12 @@ from the raw data, so Feast has them) at concurrency 1 and 16:
   (``services.noop.app:build_two``): the shape of Shipyard's router and predictor.
 - ``shipyard``: ``POST /<model>/predict`` of the deployed application (Feast features).
 
+With ``--breakdown``, two more no-op pairs whose leaf answers the way the predictor
+does, with no model and no features (``services.noop.app:build_batched``): through
+``@serve.batch`` and ``asyncio.to_thread`` (``noop2_batched``), and through
+``@serve.batch`` on the replica's loop (``noop2_inline``): what the predictor's
+machinery costs over a plain handle call.
+
 The no-op applications are deployed next to the others on Shipyard's cluster, with the
 deployment options ``shipyard.serving.app_config`` gives the router (ingress) and the
 stable predictor (leaf), and removed at the end, also on failure or Ctrl-C.
@@ -60,13 +66,19 @@ import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 NOOP1, NOOP2 = "dataplane-noop1", "dataplane-noop2"
-BENCH_APPS = (NOOP1, NOOP2)
+NOOP2B, NOOP2I = "dataplane-noop2-batched", "dataplane-noop2-inline"
+BENCH_APPS = (NOOP1, NOOP2, NOOP2B, NOOP2I)
 CONCURRENCY = (1, 16)
 TARGETS = {
     "bare": "bare Starlette no-op (uvicorn, 1 worker)",
     "noop1": "Ray Serve no-op, one deployment",
     "noop2": "Ray Serve no-op, two deployments (handle)",
     "shipyard": "Shipyard POST /{model}/predict (Feast)",
+}
+# --breakdown: the predictor's machinery without a model (services.noop.app:build_batched)
+BREAKDOWN = {
+    "noop2_batched": "two deployments, leaf with @serve.batch + asyncio.to_thread",
+    "noop2_inline": "two deployments, leaf with @serve.batch on its loop",
 }
 READY_TIMEOUT_S = 180.0
 ANSWER = b'{"ok":true}'  # what services.noop.app answers too
@@ -255,7 +267,7 @@ def _options(app: dict[str, Any], deployment: str) -> dict[str, Any]:
     return {k: copy.deepcopy(v) for k, v in dep.items() if k not in ("name", "user_config")}
 
 
-def _noop_apps(settings: Any) -> list[dict[str, Any]]:
+def _noop_apps(settings: Any, breakdown: bool = False) -> list[dict[str, Any]]:
     from shipyard.serving import app_config
 
     s = settings.model_copy(deep=True)
@@ -267,7 +279,12 @@ def _noop_apps(settings: Any) -> list[dict[str, Any]]:
          "args": {}, "deployments": [{"name": "noop", **router}]},
         {"name": NOOP2, "route_prefix": f"/{NOOP2}", "import_path": "services.noop.app:build_two",
          "args": {}, "deployments": [{"name": "ingress", **router}, {"name": "leaf", **stable}]},
-    ]  # fmt: skip
+    ] + ([
+        {"name": name, "route_prefix": f"/{name}", "import_path": "services.noop.app:build_batched",
+         "args": {"thread": thread},
+         "deployments": [{"name": "ingress", **router}, {"name": "leaf", **stable}]}
+        for name, thread in ((NOOP2B, True), (NOOP2I, False))
+    ] if breakdown else [])  # fmt: skip
 
 
 def _deploy(settings: Any, backend: Any, apps: list[dict[str, Any]]) -> float:
@@ -490,11 +507,11 @@ def _goal(value: float | None, target: float, ge: bool) -> dict[str, Any]:
     return {"value": value, "target": f"{'>=' if ge else '<='} {target:.3g}", "met": met}
 
 
-def _table(cells: dict[str, dict[str, Any]], model: str) -> str:
+def _table(cells: dict[str, dict[str, Any]], model: str, targets: dict[str, str]) -> str:
     head = ("| target | c=1 req/s | c=1 p50 ms | c=1 p99 ms | c=16 req/s | c=16 p50 ms | "
             "c=16 p99 ms | non-2xx | errors/timeouts |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|")  # fmt: skip
     lines = [head]
-    for key, label in TARGETS.items():
+    for key, label in targets.items():
         c1, c16 = cells[key]["c1"], cells[key]["c16"]
         non2xx = c1["non_2xx"] + c16["non_2xx"]
         errors = sum(c1["errors"].values()) + sum(c16["errors"].values())
@@ -520,6 +537,9 @@ def main() -> int:
                         help="paced wrk connections; the most requests the client can have "
                         "in flight (a closed connection waits for its answer)")  # fmt: skip
     parser.add_argument("--no-overload", action="store_true", help="skip the overload cell")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also the no-op pair with the predictor's batching, in a thread "
+                             "and on the loop (services.noop.app:build_batched)")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS / "dataplane.json")
     parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -556,7 +576,10 @@ def main() -> int:
     bodies = _bodies(settings, args.bodies)
     urls = {"noop1": f"{settings.serve_url}/{NOOP1}/predict",
             "noop2": f"{settings.serve_url}/{NOOP2}/predict",
-            "shipyard": f"{settings.serve_url}/{args.model}/predict"}  # fmt: skip
+            "shipyard": f"{settings.serve_url}/{args.model}/predict",
+            "noop2_batched": f"{settings.serve_url}/{NOOP2B}/predict",
+            "noop2_inline": f"{settings.serve_url}/{NOOP2I}/predict"}  # fmt: skip
+    targets = {**TARGETS, **(BREAKDOWN if args.breakdown else {})}
     print(f"{args.model} {rollout_view(deployed.config or {}).get('stable_version')} at "
           f"{settings.serve_url}; {args.seconds:g}s cells after {args.warmup:g}s warm-up; "
           f"load {load_before[0]:.1f} on {os.cpu_count()} cores", flush=True)  # fmt: skip
@@ -564,7 +587,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="dataplane-bench-"))
     bodies_path = workdir / "bodies.jsonl"
     bodies_path.write_text("\n".join(bodies) + "\n")
-    cells: dict[str, dict[str, Any]] = {k: {} for k in TARGETS}
+    cells: dict[str, dict[str, Any]] = {k: {} for k in targets}
     cpu: dict[str, Any] = {}
     loadavg: dict[str, Any] = {}
     probes: dict[str, Any] = {}
@@ -575,18 +598,18 @@ def main() -> int:
     try:
         bare, urls["bare"] = _start_bare(args.bare_nice)
         urls["bare"] += "/predict"
-        apps = _noop_apps(settings)
+        apps = _noop_apps(settings, args.breakdown)
         deploy_s = _deploy(settings, backend, apps)
         _wait_http(urls["bare"].rsplit("/", 1)[0] + "/healthz", 60, bare)
         nice = _niceness(backend, [*BENCH_APPS, args.model], bare)
         print(
             f"no-op applications deployed in {deploy_s}s; niceness {json.dumps(nice)}", flush=True
         )
-        for key in TARGETS:
+        for key in targets:
             probes[key] = _probe(urls[key], bodies[0])
 
         for conc in CONCURRENCY:
-            for key in TARGETS:
+            for key in targets:
                 _wrk(urls[key], conc, args.warmup, workdir, bodies_path, timeout_s=args.timeout,
                      threads=args.wrk_threads)  # fmt: skip
                 raw, used = _wrk(urls[key], conc, args.seconds, workdir, bodies_path,
@@ -678,7 +701,7 @@ def main() -> int:
     args.out.write_text(json.dumps(record, indent=2) + "\n")
 
     print()
-    print(_table(cells, args.model))
+    print(_table(cells, args.model, targets))
     print()
     for name, goal in goals.items():
         print(
