@@ -222,7 +222,7 @@ def test_full_loop_on_kind(kind: Kind, tmp_path: Path, monkeypatch: pytest.Monke
     # the gate moved `challenger` to it; if it refused, roll the version out by number
     ref = "challenger" if "challenger" in aliases else challenger
     log.info("      version %s registered, aliases %s", challenger, aliases or "none")
-    with Load(f"{app}/predict", random_transactions(CUSTOMERS, MERCHANTS), rate=20, threads=4,
+    with Load(f"{app}/predict", random_transactions(CUSTOMERS, MERCHANTS), rate=20, threads=8,
               max_seconds=kind.timeout) as load:  # fmt: skip
         loop.shipyard("canary", "start", MODEL, "--version", ref, *PLAN, "--min-requests", "10",
                       "--failure-threshold", "3")  # fmt: skip
@@ -240,7 +240,7 @@ def test_full_loop_on_kind(kind: Kind, tmp_path: Path, monkeypatch: pytest.Monke
     log.info("[6/6] a planted bad version, rolled out and rolled back")
     faulty = register_faulty_version(MLFLOW_URL, MODEL, challenger, error_share=0.5)
     log.info("      registered version %s, a faulty copy of %s", faulty, challenger)
-    with Load(f"{app}/predict", random_transactions(CUSTOMERS, MERCHANTS), rate=20, threads=4,
+    with Load(f"{app}/predict", random_transactions(CUSTOMERS, MERCHANTS), rate=20, threads=8,
               max_seconds=kind.timeout) as load:  # fmt: skip
         loop.shipyard("canary", "start", MODEL, "--version", faulty, *PLAN, "--min-requests", "5",
                       "--failure-threshold", "2")  # fmt: skip

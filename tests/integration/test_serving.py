@@ -432,7 +432,7 @@ def test_good_canary_of_another_flavor_split_restart_and_promotion(
                for v in ("champion", "healthy")}  # fmt: skip
     assert "sklearn" in flavors["healthy"] and "sklearn" not in flavors["champion"], flavors
     with Load(
-        f"{served}/predict", random_transactions(customers), rate=25, threads=3, max_seconds=900
+        f"{served}/predict", random_transactions(customers), rate=25, threads=8, max_seconds=900
     ) as load:
         started = platform.run("canary", "start", MODEL, "--version", versions["healthy"],
                                "--steps", "30,100", *PLAN, "--interval", "8s",
@@ -559,9 +559,9 @@ def test_a_second_model_canaries_next_to_the_first_without_touching_it(
     status = platform.run("serve", "status")
     assert MODEL in status.stdout and SPEND in status.stdout, status.stdout
     fraud_rollout = _state(platform)
-    with Load(f"{served}/predict", random_transactions(customers), rate=15, threads=2,
+    with Load(f"{served}/predict", random_transactions(customers), rate=15, threads=8,
               max_seconds=600) as fraud, \
-         Load(f"{url}/predict", random_forecasts(customers), rate=20, threads=3,
+         Load(f"{url}/predict", random_forecasts(customers), rate=20, threads=8,
               max_seconds=600) as load:  # fmt: skip
         started = platform.run("canary", "start", SPEND, "--version", spend["healthy"],
                                "--steps", "50,100", *PLAN, timeout=200)  # fmt: skip
