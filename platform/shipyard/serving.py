@@ -116,9 +116,19 @@ def feature_repo(settings: Settings) -> str:
     return str(write_repo(settings))
 
 
-def _predictor(name: str, version: str | None, *, idle: bool, replicas: int = 1) -> dict[str, Any]:
+def _logging(access_log: bool) -> dict[str, Any]:
+    """A deployment's logging: an access log line per request costs the proxy and every
+    replica CPU on the hot path; the router's counts and Ray's metrics still count every
+    request. Set per deployment: Serve's top-level logging_config reaches only the
+    controller and the proxies."""
+    return {"enable_access_log": access_log}
+
+
+def _predictor(name: str, version: str | None, *, idle: bool, replicas: int = 1,
+               access_log: bool = False) -> dict[str, Any]:  # fmt: skip
     return {
         "name": name,
+        "logging_config": _logging(access_log),
         # requests a replica works on at once; the batcher groups them
         "max_ongoing_requests": 32,
         # beyond this many waiting at a router replica, the router answers 503 at once:
@@ -149,6 +159,7 @@ def app_config(settings: Settings, model: str, stable_version: str | None) -> di
             "batch_wait_timeout_s": settings.serve.batch_wait_timeout_s}  # fmt: skip
     router = {
         "name": "router",
+        "logging_config": _logging(settings.serve.access_log),
         # what a router replica holds at once: about half a second of what two stable
         # replicas score on 2 cores (~90 requests/s); more would only wait in line
         "max_ongoing_requests": 48,
@@ -178,15 +189,19 @@ def app_config(settings: Settings, model: str, stable_version: str | None) -> di
         "deployments": [
             router,
             _predictor(
-                "stable", stable_version, idle=False, replicas=settings.serve.stable_min_replicas
+                "stable",
+                stable_version,
+                idle=False,
+                replicas=settings.serve.stable_min_replicas,
+                access_log=settings.serve.access_log,
             ),
-            _predictor("canary", None, idle=True),
+            _predictor("canary", None, idle=True, access_log=settings.serve.access_log),
         ],  # fmt: skip
     }
     return app
 
 
-def gateway_config() -> dict[str, Any]:
+def gateway_config(access_log: bool = False) -> dict[str, Any]:
     """The Open Inference Protocol's root paths (``/v2/models/NAME/...``) for every
     model: a small application that forwards to each model's router."""
     return {
@@ -196,6 +211,7 @@ def gateway_config() -> dict[str, Any]:
         "args": {},
         "deployments": [{
             "name": "gateway",
+            "logging_config": _logging(access_log),
             "max_ongoing_requests": 256,
             "max_queued_requests": 64,
             "backpressure_config": BACKPRESSURE,
@@ -213,16 +229,14 @@ def serve_config(settings: Settings, apps: list[dict[str, Any]]) -> dict[str, An
     proxy on every node, on all interfaces of the pod."""
     local = settings.serve_backend == "local"
     if apps and all(a.get("name") != GATEWAY_APP for a in apps):
-        apps = [*apps, gateway_config()]
+        apps = [*apps, gateway_config(settings.serve.access_log)]
     return {
         "proxy_location": "HeadOnly" if local else "EveryNode",
         "http_options": {
             "host": settings.host if local else "0.0.0.0",
             "port": settings.serve.http_port,
         },  # fmt: skip
-        # an access log line per request costs the proxy and every replica CPU on the
-        # hot path; the router's counts and Ray's metrics still count every request
-        "logging_config": {"enable_access_log": settings.serve.access_log},
+        "logging_config": _logging(settings.serve.access_log),  # the controller and proxies
         "applications": apps,
     }
 
@@ -334,7 +348,7 @@ def deploy(settings: Settings, ref: str, *, wait: bool = True, dry_run: bool = F
     echo(f"deploying {resolved.model} version {resolved.version} (from {ref}) "
          f"through the {backend.kind} backend ...")  # fmt: skip
     started = time.monotonic()
-    put_apps(backend, [app, gateway_config()], config)
+    put_apps(backend, [app, gateway_config(settings.serve.access_log)], config)
     if wait:
         wait_ready(backend, app["name"], {"router": 1, "stable": 1}, timeout=READY_TIMEOUT_S)
         echo(f"ready in {time.monotonic() - started:.0f}s: POST {result['route']}/predict")

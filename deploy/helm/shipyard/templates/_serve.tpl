@@ -32,6 +32,7 @@
 {{- $version := toString (default "" .stableVersion) -}}
 {{- $stable := ternary nil $version (eq $version "") -}}
 {{- range $app.deployments -}}
+{{- $_ := set .logging_config "enable_access_log" $s.accessLog -}}
 {{- if eq .name "stable" }}{{ $_ := set .user_config "model_version" $stable }}{{ include "shipyard.stableReplicas" (list . (int $root.Values.serve.stableMinReplicas)) }}{{ end -}}
 {{- if eq .name "router" }}{{ $_ := set .user_config "stable_version" $stable }}{{ end -}}
 {{- end -}}
@@ -39,6 +40,11 @@
 {{- include "shipyard.keepLiveRollout" (list $app .) -}}
 {{- end -}}
 {{- $apps = append $apps $app -}}
+{{- end -}}
+{{- range (rest $config.applications) -}}
+{{- range .deployments -}}
+{{- $_ := set .logging_config "enable_access_log" $s.accessLog -}}
+{{- end -}}
 {{- end -}}
 {{- $_ := set $config "applications" (concat $apps (rest $config.applications)) -}}
 {{- toYaml $config -}}
