@@ -135,6 +135,16 @@ def _child_env() -> dict[str, str]:
     # `down` stops the whole cluster: no point draining the head for 30 s first.
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "3")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # Importing Feast points PROMETHEUS_MULTIPROC(ESS)_DIR at a temporary folder of this
+    # process, which it deletes when this process exits: inherited by Ray, every replica
+    # started afterwards would fail importing Feast (FileNotFoundError in
+    # prometheus_client). Started processes get their own, or none.
+    feast_metrics = sys.modules.get("feast.metrics")
+    owned = getattr(feast_metrics, "_prometheus_mp_dir", None)
+    if owned and getattr(feast_metrics, "_owns_mp_dir", False):
+        for name in ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR"):
+            if env.get(name) == owned:
+                del env[name]
     from shipyard.serving import SERVE_RAY_ENV
 
     for name, value in SERVE_RAY_ENV.items():  # how Serve's data plane runs; a user's own wins

@@ -60,3 +60,27 @@ def test_worker_hook_imports_nothing_and_patches_feast_when_it_loads() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_started_processes_do_not_inherit_feasts_temporary_metrics_folder() -> None:
+    """Importing Feast points PROMETHEUS_MULTIPROC_DIR at a folder it deletes when this
+    process exits; a Ray cluster started from here must not inherit it, or every replica
+    started after that exit fails importing Feast."""
+    import os
+
+    import feast.metrics
+    from shipyard.local import _child_env
+
+    owned = feast.metrics._prometheus_mp_dir
+    if not feast.metrics._owns_mp_dir:  # the folder came from outside: kept, as given
+        assert _child_env().get("PROMETHEUS_MULTIPROC_DIR") == os.environ.get(
+            "PROMETHEUS_MULTIPROC_DIR"
+        )
+        return
+    assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == owned
+    env = _child_env()
+    assert owned not in (
+        env.get("PROMETHEUS_MULTIPROC_DIR"),
+        env.get("PROMETHEUS_MULTIPROCESS_DIR"),
+    )
+    assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
