@@ -7,6 +7,7 @@ predictions of both. Every step uses the same library functions as the CLI."""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +44,18 @@ def _follow(settings: Settings, model: str, echo: Say, timeout: float = 420.0) -
                                 hint=f"see `shipyard canary status {model}`")  # fmt: skip
         time.sleep(1.0)
     raise TimeoutError(f"the rollout of {model} did not end within {timeout:.0f}s")
+
+
+def _failed(results: list[tuple[float, int, str, str]]) -> str:
+    """How many requests failed, and how: ``0 failed``, or ``20 failed (500 from the
+    canary x20)``; a status 0 is the client's own (an exception, or a load that fell
+    behind)."""
+    kinds = Counter(f"{r[1]} from the {r[2]}" if r[1] else r[2] for r in results if r[1] != 200)
+    if not kinds:
+        return "0 failed"
+    return (
+        f"{sum(kinds.values())} failed ({', '.join(f'{k} x{n}' for k, n in kinds.most_common())})"
+    )
 
 
 def _traffic(raw: Path) -> tuple[list[str], list[str]]:
@@ -107,10 +120,8 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
         bad = _follow(settings, model, echo)
         time.sleep(2)
     first, second = load.results[:mark], load.results[mark:]
-    say(f"      clients during the good canary: {len(first)} requests, "
-        f"{sum(r[1] != 200 for r in first)} failed")  # fmt: skip
-    say(f"      clients during the bad canary: {len(second)} requests, "
-        f"{sum(r[1] != 200 for r in second)} failed (all on the canary, at 10 %)")  # fmt: skip
+    say(f"      clients during the good canary: {len(first)} requests, {_failed(first)}")
+    say(f"      clients during the bad canary: {len(second)} requests, {_failed(second)}")
 
     spend = run_spend(settings, model, url, body, customers, say, echo, quiet)
 
@@ -169,10 +180,9 @@ def run_spend(settings: Settings, fraud_model: str, fraud_url: str, fraud_body: 
             say("      the retrained version did not pass the gate; skipping its canary")
         time.sleep(1)
     versions = sorted({r[3] for r in fraud.results if r[1] == 200})
-    say(f"      {model} clients: {len(load.results)} requests, "
-        f"{sum(r[1] != 200 for r in load.results)} failed")  # fmt: skip
+    say(f"      {model} clients: {len(load.results)} requests, {_failed(load.results)}")
     say(f"      fraud-model clients meanwhile: {len(fraud.results)} requests, "
-        f"{sum(r[1] != 200 for r in fraud.results)} failed, served by version(s) "
+        f"{_failed(fraud.results)}, served by version(s) "
         f"{', '.join(versions)} "
         f"({'untouched' if set(versions) <= {fraud_version} else 'CHANGED'})")  # fmt: skip
     return {
