@@ -131,9 +131,10 @@ def _predictor(name: str, version: str | None, *, idle: bool, replicas: int = 1,
         "logging_config": _logging(access_log),
         # requests a replica works on at once; the batcher groups them
         "max_ongoing_requests": 32,
-        # beyond this many waiting at a router replica, the router answers 503 at once:
-        # a short queue keeps the latency of what is admitted bounded under overload
-        "max_queued_requests": 16,
+        # waiting at a router replica: each record of an admitted request is one call,
+        # so at least the largest batch request (1,000 records) fits; overload is shed
+        # before, at the proxy (the router's own queue)
+        "max_queued_requests": 1024,
         "backpressure_config": BACKPRESSURE,
         "autoscaling_config": {
             "min_replicas": 0 if idle else replicas,
