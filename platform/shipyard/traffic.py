@@ -40,7 +40,7 @@ class Load:
     rate: float = 40.0  # requests per second offered, whatever the answers
     threads: int = 16  # senders: requests in flight at most
     max_seconds: float = 240.0  # stops by itself
-    backlog: int = 64  # due requests waiting for a sender before they are skipped
+    backlog: int = 4096  # due requests waiting for a sender before they are skipped
     timeout_s: float = 30.0
     results: list[tuple[float, int, str, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
