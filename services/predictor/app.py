@@ -32,7 +32,7 @@ from ray import serve
 from shipyard.contract import ServingContract, read_contract
 from shipyard.online import OnlineFeatures
 
-__all__ = ["Predictor", "model_frame", "named_outputs"]
+__all__ = ["Placement", "Predictor", "model_frame", "named_outputs"]
 
 log = logging.getLogger("ray.serve")
 
@@ -127,9 +127,49 @@ def raw_predict(model: Any) -> Any:
     against the same signature and ``model_frame`` builds the signature's columns with
     its types, so enforcing again would only cost time (~0.5 ms a call). Failures go
     back through ``model.predict``, whose enforcement then names what the model refuses.
-    ``_model_impl`` is MLflow's stable developer API for the flavor's implementation."""
-    conf = model.metadata.flavors.get("python_function", {})
+    ``_model_impl`` is MLflow's stable developer API for the flavor's implementation.
+
+    Only where enforcing does nothing but check: a model with a params schema gets its
+    params' defaults from ``model.predict``, and one whose signature came from an input
+    example gets its frame converted to the example's format, so those keep
+    ``model.predict``."""
+    meta = model.metadata
+    if meta.get_params_schema() is not None or getattr(meta, "_is_type_hint_from_example",
+                                                        lambda: True)():  # fmt: skip
+        return model.predict
+    conf = meta.flavors.get("python_function", {})
     return getattr(model._model_impl, conf.get("predict_fn", "predict"))
+
+
+class Placement:
+    """Where a batch runs: on the replica's event loop while batches are short, in a
+    worker thread when they are not.
+
+    A thread keeps the loop free (health checks, other requests, the next batch) while
+    a slow model or store works, but costs a hop and GIL hand-offs that, for a batch
+    of ~1 ms, are most of the time a prediction takes. So batches run inline while a
+    moving average of their measured seconds stays under ``inline_below_s``; above it
+    they go to a thread, and every ``probe_every``-th batch runs inline once to see
+    whether they became short again (a thread's wall time, shared with the loop, would
+    overstate it). The first batch is such a probe."""
+
+    def __init__(self, inline_below_s: float = 0.005, probe_every: int = 64) -> None:
+        self.inline_below_s = inline_below_s
+        self.probe_every = probe_every
+        self.batch_s = math.inf  # moving average of an inline batch's seconds
+        self._calls = 0
+
+    def inline(self) -> bool:
+        """Whether the next batch runs on the loop."""
+        self._calls += 1
+        return self.batch_s < self.inline_below_s or self._calls % self.probe_every == 1
+
+    def took(self, seconds: float) -> None:
+        """An inline batch's seconds: a probe's replaces the average, others move it."""
+        if self.batch_s < self.inline_below_s:
+            self.batch_s = 0.8 * self.batch_s + 0.2 * seconds
+        else:
+            self.batch_s = seconds
 
 
 @dataclass
@@ -164,6 +204,7 @@ class Predictor:
         self.online_features = online_features
         self.version: str | None = None
         self.loaded: Loaded | None = None
+        self.placement = Placement()
         self.predict_batch.set_max_batch_size(max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
@@ -189,6 +230,7 @@ class Predictor:
         if self.online_features and contract.feature_service:
             online = OnlineFeatures.open(self.feature_repo, contract)
         self.loaded = Loaded(version, model, contract, online)
+        self.placement = Placement()  # another model: its batches are measured afresh
         log.info("%s: loaded %s version %s in %.1fs", self.variant, self.model_name, version,
                  time.perf_counter() - started)  # fmt: skip
 
@@ -216,11 +258,17 @@ class Predictor:
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def predict_batch(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self.predict_many, rows)
+        if not self.placement.inline():
+            return await asyncio.to_thread(self.predict_many, rows)
+        started = time.perf_counter()
+        try:
+            return self.predict_many(rows)
+        finally:
+            self.placement.took(time.perf_counter() - started)
 
     def predict_many(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Features + one predict for many records; a failing batch is retried row by
-        row, so one bad row fails only its own request."""
+        """Features + one predict for many records; a failing batch is retried (see
+        ``_enforced``), so one bad row fails only its own request."""
         loaded = self.loaded
         if loaded is None:
             return [{"error": f"{self.variant} predictor has no model loaded",
@@ -234,14 +282,8 @@ class Predictor:
                               "later", "model_version": version, "status": 503} for _ in rows]  # fmt: skip
         try:
             answers: list[Any] = named_outputs(loaded.contract, loaded.fast(frame), len(rows))
-        except Exception:  # noqa: BLE001 - isolate the failing rows, enforcing the schema
-            answers = []
-            for i in range(len(frame)):
-                try:
-                    one = loaded.model.predict(frame.iloc[[i]].reset_index(drop=True))
-                    answers.append(named_outputs(loaded.contract, one, 1)[0])
-                except Exception as exc:  # noqa: BLE001 - reported to the router per row
-                    answers.append(exc)
+        except Exception:  # noqa: BLE001 - the same batch through MLflow's enforcement, then by row
+            answers = self._enforced(loaded, frame)
         out = []
         for answer, gaps in zip(answers, missing, strict=True):
             if isinstance(answer, Exception):
@@ -252,8 +294,33 @@ class Predictor:
                 out.append({"error": f"{what}: {type(answer).__name__}: {str(answer)[:300]}",
                             "model_version": version, "status": 422 if client else 500})  # fmt: skip
             else:
-                out.append({**answer, "model_version": version, "features_missing": gaps})
+                answer.update(model_version=version, features_missing=gaps)
+                out.append(answer)
         return out
+
+    def _enforced(self, loaded: Loaded, frame: pd.DataFrame) -> list[Any]:
+        """After the fast path failed: the batch through ``model.predict`` (if that
+        answers, the flavor needs MLflow's conversions, and the replica keeps using it),
+        else row by row, so one bad row fails only its own request."""
+        if loaded.fast != loaded.model.predict:
+            try:
+                answers: list[Any] = named_outputs(loaded.contract, loaded.model.predict(frame),
+                                                   len(frame))  # fmt: skip
+            except Exception:  # noqa: BLE001 - some rows are bad: isolate them below
+                pass
+            else:
+                log.warning("%s: model version %s needs MLflow's input conversion; it now "
+                            "predicts through model.predict", self.variant, loaded.version)  # fmt: skip
+                loaded.fast = loaded.model.predict
+                return answers
+        answers = []
+        for i in range(len(frame)):
+            try:
+                one = loaded.model.predict(frame.iloc[[i]].reset_index(drop=True))
+                answers.append(named_outputs(loaded.contract, one, 1)[0])
+            except Exception as exc:  # noqa: BLE001 - reported to the router per row
+                answers.append(exc)
+        return answers
 
     def model_input(self, loaded: Loaded, rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[list[str]]]:  # fmt: skip
         """The pyfunc's input for these records, and per record the entities (or

@@ -459,3 +459,44 @@ def test_raw_predict_sees_what_mlflow_enforcement_gives(price: ServingContract, 
     with pytest.raises(MlflowException) as refused:
         model.predict(frame.assign(rooms=["three", "one"]))
     assert _client_error(refused.value)
+
+
+def test_a_model_with_params_keeps_mlflows_predict(tmp_path) -> None:
+    """A params schema gives the model its params' defaults only through
+    ``model.predict``: the fast path must not bypass it."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from services.predictor.app import raw_predict
+
+    class Scaled(mlflow.pyfunc.PythonModel):
+        def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> Any:  # fmt: skip
+            return model_input["x"] * (params or {}).get("scale", 1.0)
+
+    frame = pd.DataFrame({"x": [1.0, 2.0]})
+    signature = infer_signature(frame, frame["x"], params={"scale": 10.0})
+    mlflow.pyfunc.save_model(tmp_path / "m", python_model=Scaled(), signature=signature)
+    model = mlflow.pyfunc.load_model(str(tmp_path / "m"))
+    assert list(raw_predict(model)(frame)) == [10.0, 20.0] == list(model.predict(frame))
+
+
+def test_batches_run_inline_while_short_and_in_a_thread_when_long() -> None:
+    """The predictor's placement: the first batch is an inline probe; short batches
+    stay on the loop; a long one sends the next to a thread, every 4th of which is an
+    inline probe that brings them back once they are short again."""
+    from services.predictor.app import Placement
+
+    where = Placement(inline_below_s=0.005, probe_every=4)
+    assert where.inline()  # first: a probe
+    where.took(0.001)
+    assert [where.inline() for _ in range(3)] == [True] * 3
+    for _ in range(3):
+        where.took(0.001)
+    assert where.inline()
+    where.took(0.2)  # one slow batch moves the average past the bound
+    assert where.batch_s > 0.005
+    assert [where.inline() for _ in range(4)] == [False, False, False, True]  # the 9th probes
+    where.took(0.001)  # a probe's time replaces the average: short again
+    assert where.inline() and where.inline()
+    where.took(0.1)
+    assert not where.inline()  # a slow batch sends the next ones to a thread again
