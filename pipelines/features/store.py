@@ -125,5 +125,5 @@ def remove_project(store: Any) -> None:
     wrong for a registry shared by teams (the cluster profile's Postgres).
     """
     views = [*store.list_feature_views()]
-    store._get_provider().teardown_infra(store.project, views, store.list_entities())
+    store.provider.teardown_infra(store.project, views, store.list_entities())
     store.registry.delete_project(store.project)

@@ -100,13 +100,19 @@ class OnlineFeatures:
             raise ValueError(f"feature service {contract.feature_service} needs request "
                              f"field(s) {', '.join(lacking)} that the model's contract lacks")  # fmt: skip
         join_keys = list(dict.fromkeys(k for v in views for k in v.join_keys))
+        unkeyed = [k for k in join_keys if k not in contract.entity_keys]
+        if unkeyed:
+            raise ValueError(f"feature service {contract.feature_service} is keyed by "
+                             f"{', '.join(unkeyed)}, which the model's contract does not name "
+                             f"as entity keys ({', '.join(contract.entity_keys) or 'none'}); "
+                             "log the model with those keys as request fields")  # fmt: skip
         names = [*join_keys, *(f for v in views for f in v.features),
                  *(f for o in on_demand for f in o.features)]  # fmt: skip
         groups: dict[str, list[str]] = {}
         for view in views:
             groups.setdefault(view.group, []).extend(view.features)
         return cls(store, service, list(contract.entity_keys), sorted(request_fields), views,
-                   on_demand, names, groups, store._get_provider())  # fmt: skip
+                   on_demand, names, groups, store.provider)  # fmt: skip
 
     def read(self, rows: list[dict[str, Any]]) -> tuple[dict[str, list[Any]], list[list[str]]]:
         """Feature columns for the rows, and per row the entities without features."""

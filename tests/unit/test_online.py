@@ -213,6 +213,14 @@ def test_request_fields_must_be_in_the_contract(sqlite: Store) -> None:
     assert reader.request_fields == ["amount"] and reader.entity_keys == FRAUD.entity_keys
 
 
+def test_join_keys_must_be_the_contracts_entity_keys(sqlite: Store) -> None:
+    """A feature service keyed by an entity the model does not take fails at load,
+    naming the key, not at every batch as a KeyError."""
+    with pytest.raises(ValueError, match="keyed by merchant_id.*entity keys \\(customer_id\\)"):
+        OnlineFeatures.open(str(sqlite.repo), _contract(FEATURE_SERVICE, ["customer_id"],
+                                                        ["amount"]))  # fmt: skip
+
+
 @pytest.mark.parametrize("case", ["known", "unknown", "mixed", "batch32"])
 def test_redis_reader_equals_feast(redis_store: Store, case: str) -> None:
     rows = _batches(redis_store)[case]
