@@ -117,25 +117,23 @@ def feature_repo(settings: Settings) -> str:
 
 
 def _logging(access_log: bool) -> dict[str, Any]:
-    """A deployment's logging: an access log line per request costs the proxy and every
+    """Serve's logging: an access log line per request costs the proxy and every
     replica CPU on the hot path; the router's counts and Ray's metrics still count every
-    request. Set per deployment: Serve's top-level logging_config reaches only the
-    controller and the proxies."""
+    request. Set at the top level (the controller and the proxies) and on each
+    application (Serve gives it to every deployment that sets none)."""
     return {"enable_access_log": access_log}
 
 
-def _predictor(name: str, version: str | None, *, idle: bool, replicas: int = 1,
-               access_log: bool = False) -> dict[str, Any]:  # fmt: skip
+def _predictor(name: str, version: str | None, *, idle: bool, replicas: int = 1) -> dict[str, Any]:  # fmt: skip
     return {
         "name": name,
-        "logging_config": _logging(access_log),
         # requests a replica works on at once; the batcher groups them
         "max_ongoing_requests": 32,
         # waiting at a router replica: each record of an admitted request is one call,
         # so at least the largest batch request (1,000 records) fits; overload is shed
         # before, at the proxy (the router's own queue)
         "max_queued_requests": 1024,
-        "backpressure_config": BACKPRESSURE,
+        "backpressure_config": dict(BACKPRESSURE),
         "autoscaling_config": {
             "min_replicas": 0 if idle else replicas,
             "initial_replicas": 0 if idle else replicas,
@@ -160,14 +158,13 @@ def app_config(settings: Settings, model: str, stable_version: str | None) -> di
             "batch_wait_timeout_s": settings.serve.batch_wait_timeout_s}  # fmt: skip
     router = {
         "name": "router",
-        "logging_config": _logging(settings.serve.access_log),
         # what a router replica holds at once: about half a second of what two stable
         # replicas score on 2 cores (~90 requests/s); more would only wait in line
         "max_ongoing_requests": 48,
         # beyond this many waiting at the proxy, the proxy answers 503 + Retry-After at
         # once instead of queueing (the client retries later or elsewhere)
         "max_queued_requests": 16,
-        "backpressure_config": BACKPRESSURE,
+        "backpressure_config": dict(BACKPRESSURE),
         "autoscaling_config": {
             "min_replicas": 1,
             "initial_replicas": 1,
@@ -187,16 +184,13 @@ def app_config(settings: Settings, model: str, stable_version: str | None) -> di
         "route_prefix": f"/{model}",
         "import_path": IMPORT_PATH,
         "args": args,
+        "logging_config": _logging(settings.serve.access_log),
         "deployments": [
             router,
             _predictor(
-                "stable",
-                stable_version,
-                idle=False,
-                replicas=settings.serve.stable_min_replicas,
-                access_log=settings.serve.access_log,
+                "stable", stable_version, idle=False, replicas=settings.serve.stable_min_replicas
             ),
-            _predictor("canary", None, idle=True, access_log=settings.serve.access_log),
+            _predictor("canary", None, idle=True),
         ],  # fmt: skip
     }
     return app
@@ -210,12 +204,12 @@ def gateway_config(access_log: bool = False) -> dict[str, Any]:
         "route_prefix": "/v2",
         "import_path": GATEWAY_IMPORT_PATH,
         "args": {},
+        "logging_config": _logging(access_log),
         "deployments": [{
             "name": "gateway",
-            "logging_config": _logging(access_log),
             "max_ongoing_requests": 256,
             "max_queued_requests": 64,
-            "backpressure_config": BACKPRESSURE,
+            "backpressure_config": dict(BACKPRESSURE),
             "autoscaling_config": {"min_replicas": 1, "initial_replicas": 1, "max_replicas": 2,
                                    "target_ongoing_requests": 64},
             "graceful_shutdown_timeout_s": 20,

@@ -43,6 +43,7 @@ from shipyard.canary.analysis import RouterReport, VariantReport
 from shipyard.canary.controller import NAMESPACE as CONTROLLER_NAMESPACE
 from shipyard.canary.controller import controller_name
 from shipyard.contract import read_contract
+from shipyard.serving import BACKPRESSURE
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -55,6 +56,9 @@ from services.router.formats import (
     predict_records,
 )
 from services.router.schema import MAX_BODY_BYTES, RequestError, RequestSchema, parse_json
+
+# what a 503 tells the client, as the proxy does when it sheds (serving.BACKPRESSURE)
+RETRY_AFTER = {"Retry-After": str(BACKPRESSURE["retry_after_s"])}
 
 __all__ = ["AppArgs", "Router", "bucket", "build_app", "controller_name", "json_response"]
 
@@ -367,7 +371,7 @@ def json_response(content: Any, status: int = 200) -> Response:
 
 
 def _json(content: Any, status: int = 200) -> Response:
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = RETRY_AFTER if status == 503 else None
     return _Json(content, status_code=status, headers=headers)
 
 

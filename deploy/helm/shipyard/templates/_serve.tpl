@@ -29,10 +29,10 @@
 {{- $_ := set $app "name" .name -}}
 {{- $_ := set $app "route_prefix" (printf "/%s" .name) -}}
 {{- $_ := set $app.args "model" .name -}}
+{{- $_ := set $app.logging_config "enable_access_log" $s.accessLog -}}
 {{- $version := toString (default "" .stableVersion) -}}
 {{- $stable := ternary nil $version (eq $version "") -}}
 {{- range $app.deployments -}}
-{{- $_ := set .logging_config "enable_access_log" $s.accessLog -}}
 {{- if eq .name "stable" }}{{ $_ := set .user_config "model_version" $stable }}{{ include "shipyard.stableReplicas" (list . (int $root.Values.serve.stableMinReplicas)) }}{{ end -}}
 {{- if eq .name "router" }}{{ $_ := set .user_config "stable_version" $stable }}{{ end -}}
 {{- end -}}
@@ -42,9 +42,7 @@
 {{- $apps = append $apps $app -}}
 {{- end -}}
 {{- range (rest $config.applications) -}}
-{{- range .deployments -}}
 {{- $_ := set .logging_config "enable_access_log" $s.accessLog -}}
-{{- end -}}
 {{- end -}}
 {{- $_ := set $config "applications" (concat $apps (rest $config.applications)) -}}
 {{- toYaml $config -}}
