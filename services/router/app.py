@@ -256,10 +256,12 @@ class Router:
             if single:
                 status = results[0].pop("status", 200)
                 return status, results[0]
-            failed = sum("error" in r for r in results)
-            for r in results:
-                r.pop("status", None)
-            return 200, {"predictions": results, "count": len(results), "failed": failed}
+            # a failed record keeps its status (503: retry it later; 422: fix it; 500);
+            # when every record was shed, the whole request is 503 with Retry-After
+            failed = [r.get("status", 200) for r in results if "error" in r]
+            shed = len(failed) == len(results) and set(failed) == {503}
+            return 503 if shed else 200, {"predictions": results, "count": len(results),
+                                          "failed": len(failed)}  # fmt: skip
         if path == "/invocations":
             records, name = mlflow_records(body)
             results = await self._predict(records, name)
