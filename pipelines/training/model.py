@@ -118,7 +118,7 @@ class Preprocessor:
     @classmethod
     def fit(cls, frame: pd.DataFrame) -> Preprocessor:
         numeric = [*FEATURE_INPUTS, "amount"]
-        raw = _numeric(frame, numeric)
+        raw = _numeric({c: frame[c].to_numpy() for c in numeric}, numeric)
         fill = np.nanmedian(np.where(np.isnan(raw).all(axis=0), 0.0, raw), axis=0)
         fill = np.nan_to_num(fill)
         indicators = [c for c, col in zip(numeric, raw.T, strict=True) if np.isnan(col).any()]
@@ -141,17 +141,18 @@ class Preprocessor:
         missing = [c for c in [*self.numeric, "timestamp", *self.vocab] if c not in frame.columns]
         if missing:
             raise ValueError(f"model inputs lack column(s): {', '.join(missing)}")
-        raw = _numeric(frame, self.numeric)
+        arrays = {name: column.to_numpy() for name, column in frame.items()}  # one pass
+        raw = _numeric(arrays, self.numeric)
         gaps = np.isnan(raw)
         filled = np.where(gaps, self._fill, raw)
         scaled = (_shape(filled, self._log) - self._mean) / self._std
         parts = [scaled]
         if self.indicators:
             parts.append(gaps[:, self._indicator_index].astype(np.float64))
-        hour = _hours(frame["timestamp"])
+        hour = _hours(arrays["timestamp"])
         parts.append(np.stack([np.sin(2 * np.pi * hour / 24), np.cos(2 * np.pi * hour / 24)], 1))
         for column, index in self._codes.items():
-            parts.append(_one_hot(frame[column].to_numpy(), index))  # unseen: all zeros
+            parts.append(_one_hot(arrays[column], index))  # unseen: all zeros
         return np.concatenate(parts, axis=1).astype(np.float32)
 
     # derived once per loaded model (cached_property: not fields, so not in to_dict)
@@ -187,12 +188,14 @@ class Preprocessor:
         return cls(**data)
 
 
-def _numeric(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """The columns as one float64 matrix; a column that is not numeric already (strings,
-    objects) goes through ``pd.to_numeric`` (unparseable: NaN)."""
-    out = np.empty((len(frame), len(columns)), dtype=np.float64)
+def _numeric(arrays: dict[str, np.ndarray], columns: list[str]) -> np.ndarray:
+    """The columns (from a frame's arrays by name) as one float64 matrix; a column that
+    is not numeric already (strings, objects) goes through ``pd.to_numeric``
+    (unparseable: NaN)."""
+    rows = len(arrays[columns[0]]) if columns else 0
+    out = np.empty((rows, len(columns)), dtype=np.float64)
     for i, column in enumerate(columns):
-        values = frame[column].to_numpy()
+        values = arrays[column]
         if values.dtype.kind in "fiub":
             out[:, i] = values
         else:
@@ -211,18 +214,17 @@ def _log_mask(columns: list[str]) -> np.ndarray:
     return np.array([c in _LOG for c in columns], dtype=bool)
 
 
-def _hours(column: pd.Series) -> np.ndarray:
+def _hours(values: np.ndarray) -> np.ndarray:
     """The hour of day (with minutes as a fraction) of each timestamp. The strings the
     model is served (``to_model_input``'s and the router's ``...THH:MM:SS.ffffffZ``, UTC)
     are read by position; anything else (another offset, datetimes) through pandas."""
-    values = column.to_numpy()
     if all(isinstance(v, str) and len(v) >= 17 and v[10] == "T" and v[-1] == "Z" and v[13] == ":"
            for v in values):  # fmt: skip
         try:
             return np.array([int(v[11:13]) + int(v[14:16]) / 60.0 for v in values], np.float64)
         except ValueError:
             pass  # not digits where the hour and minute go: let pandas say what it is
-    ts = pd.to_datetime(column, utc=True, format="ISO8601")
+    ts = pd.to_datetime(pd.Series(values), utc=True, format="ISO8601")
     return (ts.dt.hour + ts.dt.minute / 60.0).to_numpy(dtype=np.float64)
 
 
@@ -252,6 +254,9 @@ class FraudMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)
+
+
+_OUTPUT = pd.Index(["fraud_probability"])
 
 
 class FraudPyfunc(mlflow.pyfunc.PythonModel):
@@ -289,4 +294,5 @@ class FraudPyfunc(mlflow.pyfunc.PythonModel):
         return torch.sigmoid(logits).numpy().astype(np.float64)
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
-        return pd.DataFrame({"fraud_probability": self.predict_proba(model_input)})
+        # from the 2-D array and a built Index: ~20 us a call, a dict of columns ~110 us
+        return pd.DataFrame(self.predict_proba(model_input)[:, None], columns=_OUTPUT, copy=False)
