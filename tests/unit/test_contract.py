@@ -437,16 +437,26 @@ class _Dtypes:
         return pd.DataFrame({"price": [float(len(kinds))] * len(model_input), "kinds": kinds})
 
 
-def test_raw_predict_sees_what_mlflow_enforcement_gives(price: ServingContract, tmp_path) -> None:
+class _DtypesNoContext:
+    """The same, with predict taking no context (MLflow passes none then)."""
+
+    def predict(self, model_input: pd.DataFrame) -> Any:
+        return _Dtypes().predict(None, model_input)
+
+
+@pytest.mark.parametrize("base", [_Dtypes, _DtypesNoContext])
+def test_raw_predict_sees_what_mlflow_enforcement_gives(price: ServingContract, tmp_path,
+                                                        base: type) -> None:  # fmt: skip
     """The predictor skips MLflow's per-call enforcement (the router validated against
-    the same signature): the model must get the same frame either way, and a refused
-    input still fails through the enforcing path as the client's mistake."""
+    the same signature) and its wrapper's per-call look at predict's signature: the
+    model must get the same frame either way, and a refused input still fails through
+    the enforcing path as the client's mistake."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     from services.predictor.app import _client_error, raw_predict
 
-    class Dtypes(_Dtypes, mlflow.pyfunc.PythonModel):
+    class Dtypes(base, mlflow.pyfunc.PythonModel):  # type: ignore[misc, valid-type]
         pass
 
     mlflow.pyfunc.save_model(tmp_path / "m", python_model=Dtypes(), signature=PRICE_SIGNATURE)
