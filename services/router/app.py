@@ -288,6 +288,8 @@ class Router:
                     i, _, field = e["field"][1:].partition("#")
                     e["field"] = f"inputs[{field}][{i}]" if field else f"inputs[{i}]"
             raise RequestError(422, "invalid request fields", errors)
+        if len(rows) == 1:  # most requests: no task for gather to wrap
+            return [await self._one(rows[0], variants[0])]
         return list(await asyncio.gather(*(self._one(row, v)
                                             for row, v in zip(rows, variants, strict=True))))  # fmt: skip
 
