@@ -6,7 +6,8 @@ In one process, no cluster: the fraud MLP (a ``FraudPyfunc`` with a fitted
 preprocessor and untrained weights: the cost does not depend on the weights) and a
 scikit-learn pipeline on the same inputs, each saved and loaded as an MLflow pyfunc
 with its signature, and the fraud serving contract. Per batch of 1 and 32 records,
-side by side in one run (median of ``--repeat`` calls, after a warm-up):
+side by side in one run (median of ``--repeat`` calls, in rounds of ten calls of
+every cell in turn, after a warm-up):
 
 - ``validate``:   ``RequestSchema.validate`` of each record (the router's check);
 - ``frame``:      ``model_frame``: the signature's columns as arrays (the predictor);
@@ -79,10 +80,25 @@ def _models(folder: Path) -> dict[str, Any]:
     return {name: mlflow.pyfunc.load_model(str(folder / name)) for name in ("mlp", "gbt")}
 
 
-def _median_ms(fn: Any, repeat: int) -> float:
-    from features_bench import _time  # the benchmarks' one timer (this folder is on sys.path)
+def _interleaved_ms(fns: dict[str, Any], repeat: int) -> dict[str, float]:
+    """Median milliseconds of each function, timed in rounds (ten calls of each per
+    round, after a warm-up), so that a noisy moment of a shared machine hits them all
+    alike and their ratios hold, while each runs with its caches warm as it would
+    alone."""
+    import statistics
+    import time
 
-    return _time(fn, repeat)["p50_ms"]
+    for _ in range(min(50, repeat)):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(max(1, repeat // 10)):
+        for name, fn in fns.items():
+            for _ in range(10):
+                started = time.perf_counter()
+                fn()
+                samples[name].append(time.perf_counter() - started)
+    return {name: statistics.median(times) * 1000 for name, times in samples.items()}
 
 
 def _cell(model: Any, contract: Any, schema: Any, n: int, repeat: int) -> dict[str, float]:
@@ -97,17 +113,17 @@ def _cell(model: Any, contract: Any, schema: Any, n: int, repeat: int) -> dict[s
     built = model_frame(contract, rows, None)
     inputs = model.metadata.signature.inputs
     fast = raw_predict(model)
-    cell = {
-        "validate": _median_ms(lambda: [schema.validate(r) for r in records], repeat),
-        "frame": _median_ms(lambda: model_frame(contract, rows, None), repeat),
-        "enforce": _median_ms(lambda: _enforce_schema(built, inputs), repeat),
-        "model": _median_ms(lambda: fast(built), repeat),
-        "pyfunc": _median_ms(lambda: model.predict(built), repeat),
+    fns = {
+        "validate": lambda: [schema.validate(r) for r in records],
+        "frame": lambda: model_frame(contract, rows, None),
+        "enforce": lambda: _enforce_schema(built, inputs),
+        "model": lambda: fast(built),
+        "pyfunc": lambda: model.predict(built),
     }
-    if (
-        model.metadata.flavors.get("python_function", {}).get("loader_module")
-        == "mlflow.pyfunc.model"
-    ):
+    mlp = model.metadata.flavors.get("python_function", {}).get("loader_module") == (
+        "mlflow.pyfunc.model"
+    )
+    if mlp:
         import torch
 
         python_model = model.unwrap_python_model()  # the fraud MLP: its two halves alone
@@ -118,8 +134,10 @@ def _cell(model: Any, contract: Any, schema: Any, n: int, repeat: int) -> dict[s
             with torch.no_grad():
                 net(tensor)
 
-        cell["transform"] = _median_ms(lambda: prep.transform(built), repeat)
-        cell["forward"] = _median_ms(forward, repeat)
+        fns["transform"] = lambda: prep.transform(built)
+        fns["forward"] = forward
+    cell = _interleaved_ms(fns, repeat)
+    if mlp:
         cell["model_over_forward"] = cell["model"] / cell["forward"]
     cell["validate_per_record_us"] = cell["validate"] / n * 1000
     return cell
