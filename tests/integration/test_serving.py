@@ -18,6 +18,7 @@ import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -38,6 +39,26 @@ SPEND = f"it-spend-{uuid.uuid4().hex[:6]}"
 # a quick plan: short intervals, thresholds wide enough for a busy 2-core machine
 PLAN = ["--interval", "4s", "--min-requests", "5", "--max-latency-ratio", "4",
         "--failure-threshold", "3", "--ready-timeout", "120s"]  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _apps_removed_at_the_end(platform: Platform) -> Iterator[None]:
+    """The applications this module deployed leave the session's cluster with it: their
+    replicas hold CPU (two stable replicas each) that later modules' training jobs
+    need, two whole CPUs on one node."""
+    yield
+    from shipyard.serve_backends import LocalBackend
+
+    backend = LocalBackend(platform.dashboard, platform.root / "run" / "rollouts")
+    config = backend.read_config()
+    ours = {MODEL, GBT, SPEND}
+    if not any(a.get("name") in ours for a in config.get("applications", [])):
+        return
+    config["applications"] = [a for a in config["applications"] if a.get("name") not in ours]
+    backend.write_config(config)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and any(backend.app_status(a) for a in ours):
+        time.sleep(1)
 
 
 @pytest.fixture(scope="module")
