@@ -369,7 +369,7 @@ def burst(
 def test_a_burst_beyond_the_queues_is_shed_at_once(served: str, customers: list[str]) -> None:
     """Short queues: 240 requests at once on an application that holds 64 a router
     replica (48 at the router, 16 waiting at the proxy): what does not fit is answered
-    503 with Retry-After at once, everything else gets its prediction, nothing waits
+    503 with Retry-After within seconds, everything else gets its prediction, nothing waits
     for a client timeout, and serving goes on. How many are shed depends on how fast
     the replicas drain while the client's threads still send (39 of 240 in one CI run,
     over 60 in others), so the test asks for some, not for a number."""
@@ -380,7 +380,9 @@ def test_a_burst_beyond_the_queues_is_shed_at_once(served: str, customers: list[
     shed = [a for a in answers if a[0] == 503]
     assert shed and statuses[200] >= 48, statuses
     assert {a[1] for a in shed} == {"1"}  # Retry-After: 1
-    assert float(np.median([a[2] for a in shed])) < 2.0, sorted(a[2] for a in shed)
+    # within seconds, not behind the queued work or a client timeout (60 s); 240 at once
+    # saturate the proxy's loop too: 0.2-0.3 s medians, 2.3 s once with 320 on a slow day
+    assert float(np.median([a[2] for a in shed])) < 3.0, sorted(a[2] for a in shed)
     after = requests.post(f"{served}/predict", json=bodies[0], timeout=30)
     assert after.status_code == 200, after.text
 
