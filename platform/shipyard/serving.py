@@ -149,13 +149,42 @@ def _predictor(name: str, version: str | None, *, idle: bool, replicas: int = 1)
     }
 
 
+def inference_log_args(settings: Settings) -> dict[str, Any] | None:
+    """The predictors' inference log (``shipyard.inference_log.LogConfig``), or None."""
+    m = settings.monitor
+    if not m.inference_log:
+        return None
+    return {"uri": settings.inference_log_uri, "sample_rate": m.log_sample_rate,
+            "flush_interval_s": m.log_flush_interval_s,
+            "max_buffered_rows": m.log_max_buffered_rows}  # fmt: skip
+
+
+def register_log_source(settings: Settings, model: str) -> str | None:
+    """The model's inference log as a Feast data source in the settings' feature repo
+    (where the monitoring jobs and users join it); None when nothing is logged."""
+    if not settings.monitor.inference_log:
+        return None
+    from shipyard.feast_repo import open_store, write_repo
+    from shipyard.inference_log import register_source
+
+    try:
+        return register_source(open_store(write_repo(settings)), settings.inference_log_uri, model)
+    except Exception as exc:  # the registry's own errors: connection, permissions
+        raise ConfigError(
+            f"could not register {model}'s inference log in the Feast registry: {exc}",
+            hint="check features.registry_url and that the registry is reachable, or set "
+            "monitor.inference_log: false",
+        ) from None
+
+
 def app_config(settings: Settings, model: str, stable_version: str | None) -> dict[str, Any]:
     """The application of one model, serving ``stable_version`` with no canary."""
     args = {"model": model, "tracking_uri": settings.serve_tracking_uri,
             "feature_repo": feature_repo(settings) if settings.serve.online_features else "",
             "online_features": settings.serve.online_features,
             "max_batch_size": settings.serve.max_batch_size,
-            "batch_wait_timeout_s": settings.serve.batch_wait_timeout_s}  # fmt: skip
+            "batch_wait_timeout_s": settings.serve.batch_wait_timeout_s,
+            "inference_log": inference_log_args(settings)}  # fmt: skip
     router = {
         "name": "router",
         # what a router replica holds at once: about half a second of what two stable
@@ -239,12 +268,12 @@ def serve_config(settings: Settings, apps: list[dict[str, Any]]) -> dict[str, An
 def chart_config() -> dict[str, Any]:
     """The Serve config the Helm chart's RayService starts from: this module's config
     for the cluster profile, with no model loaded yet. The chart sets the model, the
-    stable version, the MLflow URL, the Feast repo path, the port and batching from its
-    values (deploy/helm/shipyard/templates/rayservice.yaml); everything else, such as
+    stable version, the MLflow URL, the Feast repo path, the port, batching and the
+    inference log from its values (deploy/helm/shipyard/templates/rayservice.yaml); everything else, such as
     replica bounds and queue limits, comes from here, so the two cannot drift."""
     from shipyard.settings import defaults
 
-    settings = defaults(profile="cluster", serve={"backend": "kubernetes",
+    settings = defaults(profile="cluster", data_root="/data", serve={"backend": "kubernetes",
                         "tracking_uri": "http://mlflow:5000", "feature_repo": "/etc/shipyard/feast"})  # fmt: skip
     return serve_config(settings, [app_config(settings, "MODEL", None)])
 
@@ -335,6 +364,8 @@ def deploy(settings: Settings, ref: str, *, wait: bool = True, dry_run: bool = F
         app = app_config(settings, resolved.model, resolved.version)
     config = serve_config(settings, [app])
     validate_config(config)
+    if not dry_run:
+        register_log_source(settings, resolved.model)
     result = {"model": resolved.model, "version": resolved.version, "ref": ref,
               "application": app["name"], "route": f"{settings.serve_url}{app['route_prefix']}",
               "config": config, "backend": backend.kind}  # fmt: skip

@@ -22,6 +22,7 @@ from shipyard.errors import ConfigError
 __all__ = [
     "KubernetesSettings",
     "MlflowSettings",
+    "MonitorSettings",
     "RaySettings",
     "ServeSettings",
     "Settings",
@@ -119,6 +120,31 @@ class TrainingSettings(BaseModel):
         default=None,
         description="checkpoint storage: a shared path or a URI (s3://, gs://). "
         "Unset: <data_root>/training",
+    )
+
+
+class MonitorSettings(BaseModel):
+    """What serving records, for the monitoring jobs: the inference log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inference_log: bool = Field(default=True, description="record what the predictors serve")
+    log_uri: str | None = Field(
+        default=None,
+        description="the inference log: a path every Serve replica can reach, or an object "
+        "store URI (s3://, gs://). Unset: <data_root>/inference-log",
+    )
+    log_sample_rate: float = Field(
+        default=1.0, gt=0, le=1, description="share of served records the log keeps"
+    )
+    log_flush_interval_s: float = Field(
+        default=5.0, gt=0, le=3600, description="seconds between a replica's log writes"
+    )
+    log_max_buffered_rows: int = Field(
+        default=100_000,
+        ge=1,
+        description="rows a replica holds while its log writes fail; beyond, new rows are "
+        "dropped and counted",
     )
 
 
@@ -260,6 +286,7 @@ class Settings(BaseSettings):
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     training: TrainingSettings = Field(default_factory=TrainingSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     k8s: KubernetesSettings = Field(default_factory=KubernetesSettings)
     workload: WorkloadSettings = Field(default_factory=WorkloadSettings)
 
@@ -325,6 +352,10 @@ class Settings(BaseSettings):
     def serve_tracking_uri(self) -> str:
         """The MLflow server as seen from the cluster that runs Serve."""
         return (self.serve.tracking_uri or self.tracking_uri).rstrip("/")
+
+    @property
+    def inference_log_uri(self) -> str:
+        return self.monitor.log_uri or str(self.data_root / "inference-log")
 
     @property
     def features_dir(self) -> Path:

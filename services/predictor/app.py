@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from ray import serve
 from shipyard.contract import ServingContract, read_contract
+from shipyard.inference_log import InferenceLog, LogConfig
 from shipyard.online import OnlineFeatures
 
 __all__ = ["Placement", "Predictor", "model_frame", "named_outputs"]
@@ -220,6 +221,7 @@ class Predictor:
         online_features: bool = True,
         max_batch_size: int = 32,
         batch_wait_timeout_s: float = 0.0,
+        inference_log: dict[str, Any] | None = None,
     ) -> None:
         self.model_name = model
         self.variant = variant
@@ -231,6 +233,11 @@ class Predictor:
         self.placement = Placement()
         self.predict_batch.set_max_batch_size(max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.inference_log: InferenceLog | None = None
+        if inference_log is not None:
+            replica = serve.get_replica_context().replica_id.unique_id
+            self.inference_log = InferenceLog(LogConfig.model_validate(inference_log), model,
+                                              variant, replica)  # fmt: skip
 
     # -- configuration -------------------------------------------------------------------------
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -268,7 +275,22 @@ class Predictor:
     def info(self) -> dict[str, Any]:
         held = self.loaded.version if self.loaded is not None else None
         return {"variant": self.variant, "model": self.model_name, "model_version": held,
-                "loaded": held is not None and held == self.version}  # fmt: skip
+                "loaded": held is not None and held == self.version,
+                "inference_log": self.inference_log.stats.to_dict()
+                if self.inference_log is not None else None}  # fmt: skip
+
+    def flush_log(self) -> dict[str, Any] | None:
+        """Write the replica's buffered log rows now (tests, and a user who wants the log
+        current); returns its counts."""
+        if self.inference_log is None:
+            return None
+        self.inference_log.flush()
+        return self.inference_log.stats.to_dict()
+
+    def __del__(self) -> None:
+        """Serve calls this on a graceful shutdown: the log's buffer is written first."""
+        if getattr(self, "inference_log", None) is not None:
+            self.inference_log.close()
 
     # -- predictions ---------------------------------------------------------------------------
     async def predict(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -276,34 +298,46 @@ class Predictor:
         ``features_missing``; or ``{"error", "status"}`` (422 when the model refuses the
         input, 500 when the model fails on it; the router counts only the latter)."""
         if self.loaded is None:
-            return {"error": f"{self.variant} predictor has no model loaded",
-                    "model_version": self.version, "status": 503}  # fmt: skip
-        return await self.predict_batch(row)
+            return self._unloaded()
+        return await self.predict_batch((row, time.time(), time.perf_counter()))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-    async def predict_batch(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def predict_batch(self, items: list[tuple[dict[str, Any], float, float]]) -> list[dict[str, Any]]:  # fmt: skip
+        """Records with their arrival (wall clock, perf counter) → answers; the scored
+        batch goes to the inference log (an append; written off the request path)."""
+        rows = [item[0] for item in items]
         if not self.placement.inline():
-            return await asyncio.to_thread(self.predict_many, rows)
-        started = time.perf_counter()
-        try:
-            return self.predict_many(rows)
-        finally:
-            self.placement.took(time.perf_counter() - started)
+            answers, scored = await asyncio.to_thread(self._score, rows)
+        else:
+            started = time.perf_counter()
+            try:
+                answers, scored = self._score(rows)
+            finally:
+                self.placement.took(time.perf_counter() - started)
+        if self.inference_log is not None and scored is not None:
+            now = time.perf_counter()
+            self.inference_log.add(scored[0], rows, scored[1], answers, [i[1] for i in items],
+                                   [(now - i[2]) * 1000 for i in items])  # fmt: skip
+        return answers
 
     def predict_many(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Features + one predict for many records; a failing batch is retried (see
         ``_enforced``), so one bad row fails only its own request."""
+        return self._score(rows)[0]
+
+    def _score(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], tuple[str, pd.DataFrame] | None]:  # fmt: skip
+        """The answers, and what the model scored (version and input frame; None when
+        nothing was: no model, no features), for the log."""
         loaded = self.loaded
         if loaded is None:
-            return [{"error": f"{self.variant} predictor has no model loaded",
-                     "model_version": self.version, "status": 503} for _ in rows]  # fmt: skip
+            return [self._unloaded() for _ in rows], None
         version = loaded.version
         try:
             frame, missing = self.model_input(loaded, rows)
         except Exception as exc:  # noqa: BLE001 - the feature store, not the model or the client
             log.warning("%s: online features failed: %r", self.variant, exc)
             return [{"error": f"online features are unavailable ({type(exc).__name__}); retry "
-                              "later", "model_version": version, "status": 503} for _ in rows]  # fmt: skip
+                              "later", "model_version": version, "status": 503} for _ in rows], None  # fmt: skip
         try:
             answers: list[Any] = named_outputs(loaded.contract, loaded.fast(frame), len(rows))
         except Exception:  # noqa: BLE001 - the same batch through MLflow's enforcement, then by row
@@ -320,7 +354,11 @@ class Predictor:
             else:
                 answer.update(model_version=version, features_missing=gaps)
                 out.append(answer)
-        return out
+        return out, (version, frame)
+
+    def _unloaded(self) -> dict[str, Any]:
+        return {"error": f"{self.variant} predictor has no model loaded",
+                "model_version": self.version, "status": 503}  # fmt: skip
 
     def _enforced(self, loaded: Loaded, frame: pd.DataFrame) -> list[Any]:
         """After the fast path failed: the batch through ``model.predict`` (if that

@@ -43,6 +43,7 @@ from shipyard.canary.analysis import RouterReport, VariantReport
 from shipyard.canary.controller import NAMESPACE as CONTROLLER_NAMESPACE
 from shipyard.canary.controller import controller_name
 from shipyard.contract import read_contract
+from shipyard.inference_log import LogConfig
 from shipyard.serving import BACKPRESSURE
 from starlette.requests import Request
 from starlette.responses import Response
@@ -80,6 +81,9 @@ class AppArgs(BaseModel):
     )
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(default=0.0, ge=0, le=1)
+    inference_log: LogConfig | None = Field(
+        default=None, description="where the predictors record what they serve; null: nowhere"
+    )
 
 
 def bucket(key: str) -> float:
@@ -403,7 +407,9 @@ def build_app(args: dict[str, Any]) -> Any:
     common = {"model": parsed.model, "tracking_uri": parsed.tracking_uri,
               "feature_repo": parsed.feature_repo, "online_features": parsed.online_features,
               "max_batch_size": parsed.max_batch_size,
-              "batch_wait_timeout_s": parsed.batch_wait_timeout_s}  # fmt: skip
+              "batch_wait_timeout_s": parsed.batch_wait_timeout_s,
+              "inference_log": parsed.inference_log.model_dump()
+              if parsed.inference_log is not None else None}  # fmt: skip
     stable = Predictor.options(name="stable").bind(variant="stable", **common)
     canary = Predictor.options(name="canary").bind(variant="canary", **common)
     return Router.options(name="router").bind(

@@ -29,12 +29,14 @@ MLFLOW = "http://shipyard-mlflow:5000"
 FEAST_REPO = "/etc/shipyard/feast"
 
 
-def _serve_settings(**knobs: Any) -> Any:
-    """The chart's install as settings: its MLflow and Feast repo, and ServeSettings'
-    own defaults for every knob not given, so a default changed on one side only
-    (settings or values.yaml) fails the comparison below."""
+def _serve_settings(monitor: dict[str, Any] | None = None, **knobs: Any) -> Any:
+    """The chart's install as settings: its MLflow, Feast repo and data mount, and
+    ServeSettings' and MonitorSettings' own defaults for every knob not given, so a
+    default changed on one side only (settings or values.yaml) fails the comparison."""
     return defaults(
         profile="cluster",
+        data_root="/data",
+        monitor=monitor or {},
         serve={
             "backend": "kubernetes",
             "tracking_uri": MLFLOW,
@@ -74,6 +76,15 @@ PINNED = [{"name": "fraud-detector", "stableVersion": "3"},
          [("Churn.v2_eu", "12"), ("customer-spend", "7"), ("fraud-detector", None)],
          {"http_port": 9000, "max_batch_size": 8, "batch_wait_timeout_s": 0.02,
           "online_features": False, "stable_min_replicas": 5, "access_log": True}),
+        # the inference log in a bucket, sampled; and switched off
+        ("default", {"serve.inferenceLog.uri": "s3://logs/shipyard",
+                     "serve.inferenceLog.sampleRate": 0.25, "serve.inferenceLog.flushIntervalS": 30},
+         [("fraud-detector", None), ("customer-spend", None)],
+         {"monitor": {"log_uri": "s3://logs/shipyard", "log_sample_rate": 0.25,
+                      "log_flush_interval_s": 30}}),
+        ("default", {"serve.inferenceLog.enabled": "false"},
+         [("fraud-detector", None), ("customer-spend", None)],
+         {"monitor": {"inference_log": False}}),
         # a values file (ci/ci-values.yaml): three models, one version a YAML number
         ("ci", {}, [("fraud-detector", "3"), ("customer-spend", None), ("churn", "12")], {}),
     ],

@@ -106,6 +106,7 @@ def platform() -> Iterator[Platform]:
         SHIPYARD_RAY__OBJECT_STORE_MEMORY_MB="300",
         SHIPYARD_MLFLOW__PORT=str(_free_port()),
         SHIPYARD_SERVE__HTTP_PORT=str(_free_port()),
+        SHIPYARD_MONITOR__LOG_FLUSH_INTERVAL_S="1",  # the inference log current within ~1 s
     )
     started: list[psutil.Process] = []
     up = subprocess.run([*shipyard_cmd(), "up", "--workers", "1"], capture_output=True,

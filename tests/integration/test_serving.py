@@ -473,14 +473,16 @@ def test_good_canary_of_another_flavor_split_restart_and_promotion(
         # each transaction routed on its own); repeated customers stick to their version
         keys = [f"split_{i:05d}" for i in range(2000)]
 
-        def ask(chunk: list[str]) -> list[str]:
-            body = {"records": [transaction(0, k) for k in chunk]}
+        def ask(chunk: list[str]) -> list[dict]:
+            body = {"records": [transaction(SPLIT_IDS + int(k[6:]), k) for k in chunk]}
             resp = requests.post(f"{served}/predict", json=body, timeout=60)
             assert resp.status_code == 200 and resp.json()["failed"] == 0, resp.text[:500]
-            return [p["variant"] for p in resp.json()["predictions"]]
+            return resp.json()["predictions"]
 
         with ThreadPoolExecutor(4) as pool:
-            first = sum(pool.map(ask, [keys[i : i + 50] for i in range(0, 2000, 50)]), [])
+            answers = sum(pool.map(ask, [keys[i : i + 50] for i in range(0, 2000, 50)]), [])
+        first = [a["variant"] for a in answers]
+        _logged_as_answered(platform, answers)
         share = first.count("canary") / len(first) * 100
         assert abs(share - weight) <= 3.0, (share, weight)
         for key, variant in zip(keys[:40], first[:40], strict=True):
@@ -516,6 +518,39 @@ def test_good_canary_of_another_flavor_split_restart_and_promotion(
     assert about["variants"]["canary"]["model_version"] is None
     status = platform.run("serve", "status")
     assert f"stable v{versions['healthy']}  100%" in status.stdout, status.stdout
+    # the canary's replicas stopped (graceful: they wrote what they held), the stable
+    # ones moved version in place: every logged row still once, the split's rows intact
+    _logged_as_answered(platform, answers)
+
+
+SPLIT_IDS = 500_000  # transaction ids t500000.. for the split's records, unique in the module
+
+
+def _logged_as_answered(platform: Platform, answers: list[dict]) -> None:
+    """The inference log holds each answered record exactly once, as answered: its
+    variant, version and score, with the online features the model used."""
+    from shipyard.inference_log import read_log
+
+    ids = {a["transaction_id"] for a in answers}
+    deadline = time.monotonic() + 60
+    while True:  # replicas write every second (conftest); wait for the last writes
+        log = read_log(str(platform.root / "inference-log"), MODEL)
+        mine = log[log["transaction_id"].isin(ids)]
+        if len(mine) >= len(ids) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert log["log_id"].is_unique
+    assert len(mine) == len(ids) and mine["transaction_id"].is_unique, (len(mine), len(ids))
+    got = mine.set_index("transaction_id").loc[[a["transaction_id"] for a in answers]]
+    assert list(got["variant"]) == [a["variant"] for a in answers]
+    assert list(got["model_version"]) == [a["model_version"] for a in answers]
+    assert (got["status"] == 200).all() and got["error"].isna().all()
+    np.testing.assert_allclose(got["fraud_probability"], [a["fraud_probability"] for a in answers],
+                               atol=1e-6)  # fmt: skip
+    assert got["customer_id"].str.startswith("split_").all()  # the request's fields
+    assert got["cust_tx_count_7d"].isna().all()  # the features used: none for split_* customers
+    assert all("customer" in list(m) for m in got["features_missing"])
+    assert (got["latency_ms"] > 0).all()
 
 
 @pytest.fixture(scope="module")

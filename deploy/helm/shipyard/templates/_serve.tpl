@@ -4,7 +4,7 @@
      the OIP gateway; this install gets one copy of the placeholder per serve.models entry,
      in values order, then the gateway: what serving.serve_config builds for those models.
      The values fill in each model's name, route and stable version, and the MLflow URL,
-     the Feast repo, the port and batching they share.
+     the Feast repo, the port, batching and the inference log they share.
      (list $ liveText): when the RayService already exists (an upgrade), each listed
      model's live rollout state is kept (see shipyard.keepLiveRollout), so a `helm upgrade`
      never undoes `shipyard deploy` or a rollout; a model's stableVersion only applies
@@ -22,6 +22,14 @@
 {{- $_ := set $args "feature_repo" (ternary (include "shipyard.feastRepoPath" $root) "" $s.onlineFeatures) -}}
 {{- $_ := set $args "max_batch_size" (int $s.maxBatchSize) -}}
 {{- $_ := set $args "batch_wait_timeout_s" $s.batchWaitTimeoutS -}}
+{{- if $s.inferenceLog.enabled -}}
+{{- $log := $args.inference_log -}}
+{{- $_ := set $log "uri" (default (printf "%s/inference-log" $root.Values.storage.data.mountPath) $s.inferenceLog.uri) -}}
+{{- $_ := set $log "sample_rate" $s.inferenceLog.sampleRate -}}
+{{- $_ := set $log "flush_interval_s" $s.inferenceLog.flushIntervalS -}}
+{{- else -}}
+{{- $_ := set $args "inference_log" nil -}}
+{{- end -}}
 {{- $live := include "shipyard.liveApps" (index . 1) | fromJson -}}
 {{- $apps := list -}}
 {{- range $s.models -}}
