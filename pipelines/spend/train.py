@@ -118,7 +118,9 @@ def train(repo: Path, raw: Path, tracking_uri: str, *, name: str = NAME, rows: i
     )
     say(f"MLflow run {run.info.run_id}: {url}")
     say(f"[spend 4/5] registering {name} with its serving contract")
+    reference = x_train.assign(**{OUTPUT: model.predict(x_train)})
     version = register_model(tracking_uri, info.model_uri, name, **serving_contract(),
+                             reference=reference,
                              tags={"data.fingerprint": loaded.fingerprint,
                                    "data.window": f"{loaded.window[0]}/{loaded.window[1]}"})  # fmt: skip
     client = MlflowClient(tracking_uri=tracking_uri)

@@ -126,7 +126,9 @@ def train_gbt(training_set: Path, tracking_uri: str, name: str = "fraud-gbt", *,
             code_paths=[str(Path(__file__).resolve().parents[1])],
         )  # fmt: skip
     say("[gbt 3/3] registering it with the fraud model's serving contract, and the gate")
+    reference = x_train.assign(**dict(zip(OUTPUTS, pipeline.predict_proba(x_train).T, strict=True)))
     version = register_model(tracking_uri, info.model_uri, name, **serving_contract(),
+                             reference=reference,
                              tags={"data.training_set": str(training_set),
                                    "data.fingerprint": loaded.fingerprint})  # fmt: skip
     client = MlflowClient(tracking_uri=tracking_uri)

@@ -297,8 +297,12 @@ def _train(spec: JobSpec, cfg: TrainConfig, client: Any, run_id: str, say_: Any)
             code_paths=[str(pipelines_dir)], pip_requirements=_pip_requirements(),
         )  # fmt: skip
         assert active.info.run_id == run_id
+    # the training data as the model saw it, and its answers on it: the drift monitor's
+    # reference (a sample; profiling it takes seconds)
+    seen = to_model_input(train.sample(min(len(train), 100_000), random_state=0))
+    reference = pd.concat([seen, pyfunc.predict(None, seen)], axis=1)
     version = register_model(spec.tracking_uri, info.model_uri, cfg.model_name, tags=lineage,
-                             **serving_contract())  # fmt: skip
+                             reference=reference, **serving_contract())  # fmt: skip
 
     verdict = tracking.gate(client, cfg.model_name, final["final_val_pr_auc"], val,
                             cfg.gate.pr_auc_floor, cfg.gate.champion_tolerance, _score)  # fmt: skip

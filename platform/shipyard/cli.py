@@ -666,6 +666,15 @@ def demo(obj: _Ctx, args: tuple[str, ...]) -> None:
     _workload(obj, "demo", args)
 
 
+def _add_groups() -> None:
+    from shipyard.cli_monitor import monitor
+
+    cli.add_command(monitor)
+
+
+_add_groups()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning errors into one line and an exit code."""
     args = sys.argv[1:] if argv is None else argv

@@ -39,13 +39,16 @@ from shipyard.errors import ConfigError
 
 __all__ = [
     "CONSTRAINT_KEYS",
+    "REFERENCE_TAG",
     "Column",
     "ServingContract",
     "check_challenger",
     "compatibility",
     "contract_from",
     "contract_tags",
+    "log_reference_profile",
     "read_contract",
+    "read_reference_profile",
     "register_model",
     "request_fields",
 ]
@@ -237,6 +240,7 @@ def register_model(
     name: str,
     *,
     tags: dict[str, str] | None = None,
+    reference: Any = None,
     **contract: Any,
 ) -> str:
     """Register ``model_uri`` (``runs:/...``, ``models:/m-...``) as a new version of
@@ -244,7 +248,10 @@ def register_model(
     :func:`contract_tags`) and any other ``tags``; returns the version number.
 
     The contract is checked against the model's signature first, so a version that
-    could not be served is never registered.
+    could not be served is never registered. ``reference``: the training data as the
+    model sees it (a DataFrame of the signature's inputs, and its outputs on them); its
+    profile (``shipyard.drift``) is logged on the model's run and named by the version's
+    ``shipyard.reference_profile`` tag, for the drift monitor.
     """
     import mlflow
 
@@ -254,10 +261,56 @@ def register_model(
     contract_tag = contract_tags(**contract)
     mlflow.set_tracking_uri(tracking_uri)
     info = mlflow.models.get_model_info(model_uri)
-    contract_from(name, "(new)", info.signature, contract_tag)
-    return str(
-        mlflow.register_model(model_uri, name, tags={**(tags or {}), **contract_tag}).version
-    )
+    checked = contract_from(name, "(new)", info.signature, contract_tag)
+    extra = dict(tags or {})
+    if reference is not None:
+        extra[REFERENCE_TAG] = log_reference_profile(tracking_uri, info.run_id, checked, reference)
+    return str(mlflow.register_model(model_uri, name, tags={**extra, **contract_tag}).version)
+
+
+#: The version tag that names its reference profile's artifact (``runs:/<run>/<path>``).
+REFERENCE_TAG = "shipyard.reference_profile"
+REFERENCE_ARTIFACT = "shipyard/reference_profile.json"
+_PROFILE_ROWS = 200_000
+
+
+def log_reference_profile(tracking_uri: str, run_id: str | None, contract: ServingContract,
+                          reference: Any) -> str:  # fmt: skip
+    """Profile ``reference`` (the contract's inputs and outputs found in it; a sample of
+    at most 200,000 rows) and log it on ``run_id``; returns its ``runs:/`` URI."""
+    from mlflow import MlflowClient
+
+    from shipyard.drift import profile_frame
+
+    if run_id is None:
+        raise ConfigError("a reference profile needs the model's run; this model has none",
+                          hint="log the model inside an MLflow run")  # fmt: skip
+    missing = [c.name for c in contract.inputs if c.name not in reference.columns]
+    if missing:
+        raise ConfigError(f"the reference data lacks the model's inputs {missing}",
+                          hint="pass the frame the model was trained on, as it sees it")  # fmt: skip
+    if len(reference) > _PROFILE_ROWS:
+        reference = reference.sample(_PROFILE_ROWS, random_state=0)
+    profile = profile_frame(reference, [c.name for c in contract.inputs],
+                            [c.name for c in contract.outputs])  # fmt: skip
+    MlflowClient(tracking_uri=tracking_uri).log_text(run_id, profile.to_json(), REFERENCE_ARTIFACT)
+    return f"runs:/{run_id}/{REFERENCE_ARTIFACT}"
+
+
+def read_reference_profile(tracking_uri: str, model: str, version: str) -> Any:
+    """The version's reference profile (``shipyard.drift.Profile``), or None when it was
+    registered without one."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from shipyard.drift import Profile
+
+    mv = MlflowClient(tracking_uri=tracking_uri).get_model_version(model, str(version))
+    uri = (mv.tags or {}).get(REFERENCE_TAG)
+    if not uri:
+        return None
+    mlflow.set_tracking_uri(tracking_uri)
+    return Profile.from_json(mlflow.artifacts.load_text(uri))
 
 
 def read_contract(tracking_uri: str, model: str, version: str) -> ServingContract:

@@ -46,6 +46,16 @@ __all__ = [
 
 log = logging.getLogger("ray.serve")
 
+
+def _meta_types() -> dict[str, Any]:
+    import pyarrow as pa
+
+    return {"log_id": pa.string(), "served_at": pa.timestamp("us", tz="UTC"),
+            "model": pa.string(), "model_version": pa.string(), "variant": pa.string(),
+            "status": pa.int32(), "error": pa.string(), "latency_ms": pa.float64(),
+            "features_missing": pa.list_(pa.string())}  # fmt: skip
+
+
 #: The columns every log row has, whatever the model.
 META = ("log_id", "served_at", "model", "model_version", "variant", "status", "error",
         "latency_ms", "features_missing")  # fmt: skip
@@ -61,6 +71,9 @@ class LogConfig(BaseModel):
     sample_rate: float = Field(default=1.0, gt=0, le=1, description="share of records logged")
     flush_interval_s: float = Field(default=5.0, gt=0, le=3600)
     max_buffered_rows: int = Field(default=100_000, ge=1)
+
+
+_META_TYPES: dict[str, Any] = {}
 
 
 @dataclass
@@ -210,6 +223,8 @@ class InferenceLog:
         inputs and its outputs, in that order."""
         import pyarrow as pa
 
+        global _META_TYPES
+        _META_TYPES = _META_TYPES or _meta_types()
         parts = []
         for b in batches:
             n = len(b.rows)
@@ -243,7 +258,11 @@ class InferenceLog:
         with self._lock:
             first, self._ids = self._ids, self._ids + len(frame)
         frame.insert(0, "log_id", [f"{self.replica}:{i}" for i in range(first, first + len(frame))])
-        return pa.Table.from_pandas(_plain_objects(frame), preserve_index=False)
+        table = pa.Table.from_pandas(_plain_objects(frame), preserve_index=False)
+        for name, type_ in _META_TYPES.items():  # the same types in every file
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, name, table.column(i).cast(type_, safe=False))
+        return table
 
     def _write(self, table: Any) -> int:
         """One file per day the rows fall on; returns the files written."""
@@ -323,6 +342,18 @@ def read_log(uri: str, model: str, start: dt.datetime | None = None,
     if filesystem.get_file_info(base).type == fs.FileType.NotFound:
         return pd.DataFrame(columns=list(META))
     dataset = ds.dataset(base, filesystem=filesystem, format="parquet", partitioning="hive")
+    # a model's columns may be all null in one file (every record of a flush failed) and
+    # typed in another: read them with the schema that holds them all
+    schemas = [f.physical_schema for f in dataset.get_fragments()]
+    if len(schemas) > 1:
+        import pyarrow as pa
+
+        unified = pa.unify_schemas(schemas, promote_options="permissive")
+        for field_ in dataset.schema:
+            if unified.get_field_index(field_.name) < 0:
+                unified = unified.append(field_)  # the partition column
+        dataset = ds.dataset(base, filesystem=filesystem, format="parquet",
+                             partitioning="hive", schema=unified)  # fmt: skip
     expr = None
     for bound, op in ((start, "ge"), (end, "lt")):
         if bound is not None:

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from shipyard.errors import ConfigError
 
 __all__ = [
+    "DriftThresholds",
     "KubernetesSettings",
     "MlflowSettings",
     "MonitorSettings",
@@ -123,6 +124,29 @@ class TrainingSettings(BaseModel):
     )
 
 
+class DriftThresholds(BaseModel):
+    """When a column, the data set, or the data's quality raises an alert
+    (``shipyard.drift``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    psi: float = Field(default=0.1, gt=0, description="PSI at or above which a column may drift")
+    p_value: float = Field(default=0.05, gt=0, lt=1, description="two-sample test's level")
+    drift_share: float = Field(
+        default=0.5, gt=0, le=1, description="share of drifted features that is dataset drift"
+    )
+    min_rows: int = Field(default=500, ge=10, description="fewer rows in a window: no verdict")
+    null_rate_increase: float = Field(
+        default=0.1, ge=0, le=1, description="rise of a column's null rate over the reference's"
+    )
+    out_of_range_share: float = Field(
+        default=0.05, ge=0, le=1, description="share of numbers outside the reference's range"
+    )
+    unseen_share: float = Field(
+        default=0.05, ge=0, le=1, description="share of categories the reference never saw"
+    )
+
+
 class MonitorSettings(BaseModel):
     """What serving records, for the monitoring jobs: the inference log."""
 
@@ -145,6 +169,20 @@ class MonitorSettings(BaseModel):
         ge=1,
         description="rows a replica holds while its log writes fail; beyond, new rows are "
         "dropped and counted",
+    )
+    window_hours: float = Field(
+        default=24.0, gt=0, le=24 * 366, description="the traffic a `monitor check` looks at"
+    )
+    drift: DriftThresholds = Field(default_factory=DriftThresholds)
+    experiment: str = Field(
+        default="shipyard-monitoring",
+        min_length=1,
+        description="MLflow experiment of the monitoring runs (one run per model)",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="where `monitor check` POSTs its alerts as JSON; unset: none",
     )
 
 

@@ -83,7 +83,7 @@ def gbt_version(platform: Platform, trained: dict, client) -> str:  # type: igno
 @pytest.fixture(scope="module")
 def versions(platform: Platform, trained: dict, gbt_version: str, client) -> dict[str, str]:  # type: ignore[no-untyped-def]
     import mlflow
-    from shipyard.contract import register_model
+    from shipyard.contract import REFERENCE_TAG, register_model
 
     from pipelines.training.chaos import register_faulty_version
     from pipelines.training.model import serving_contract
@@ -92,9 +92,15 @@ def versions(platform: Platform, trained: dict, gbt_version: str, client) -> dic
     trees = client.get_model_version(GBT, gbt_version).source
     mlflow.set_tracking_uri(platform.mlflow)
     contract = serving_contract()  # the one registration call, as the training jobs make it
-    champion = register_model(platform.mlflow, mlp, MODEL, **contract)
+
+    def reference(name: str, version: str) -> dict[str, str]:  # the training run's profile
+        return {REFERENCE_TAG: client.get_model_version(name, version).tags[REFERENCE_TAG]}
+
+    champion = register_model(platform.mlflow, mlp, MODEL,
+                              tags=reference(TRAINED_MODEL, trained["version"]), **contract)  # fmt: skip
     client.set_registered_model_alias(MODEL, "champion", champion)
-    healthy = register_model(platform.mlflow, trees, MODEL, tags={"gate.passed": "True"},
+    healthy = register_model(platform.mlflow, trees, MODEL,
+                             tags={"gate.passed": "True", **reference(GBT, gbt_version)},
                              **contract)  # fmt: skip
     faulty = register_faulty_version(platform.mlflow, MODEL, str(healthy), error_share=0.5)
     return {"champion": str(champion), "healthy": str(healthy), "faulty": faulty}
@@ -551,6 +557,47 @@ def _logged_as_answered(platform: Platform, answers: list[dict]) -> None:
     assert got["cust_tx_count_7d"].isna().all()  # the features used: none for split_* customers
     assert all("customer" in list(m) for m in got["features_missing"])
     assert (got["latency_ms"] > 0).all()
+
+
+def test_monitor_check_reports_the_served_traffic_and_records_it(
+    served: str, platform: Platform, versions: dict[str, str], client
+) -> None:  # type: ignore[no-untyped-def]
+    """After the canary: `monitor check` over the last hour counts what the log holds
+    per version and variant, computes each version's drift against its own training
+    profile (the same report as shipyard.drift on the same rows), logs it to MLflow, and
+    its exit code says whether it alerted."""
+    from shipyard.contract import read_reference_profile
+    from shipyard.drift import compare
+    from shipyard.inference_log import read_log
+
+    result = platform.run("monitor", "check", MODEL, "--hours", "1", "--json")
+    assert result.returncode in (0, 3), result.stdout[-2000:] + result.stderr[-2000:]
+    doc = json.loads(result.stdout)
+    assert (result.returncode == 3) == bool(doc["alerts"])
+    log = read_log(str(platform.root / "inference-log"), MODEL,
+                   pd.Timestamp(doc["start"]), pd.Timestamp(doc["end"]))  # fmt: skip
+    assert doc["rows"] == len(log) > 2000
+    by_version = {v["version"]: v for v in doc["versions"]}
+    assert set(by_version) == {versions["champion"], versions["healthy"]}
+    for version, part in log.groupby("model_version"):
+        got = by_version[version]
+        assert got["by_variant"] == part["variant"].value_counts().to_dict()
+        profile = read_reference_profile(platform.mlflow, MODEL, version)
+        expected = compare(profile, part[part["status"] == 200])
+        assert got["drift"]["drift_share"] == pytest.approx(expected.drift_share)
+        assert got["drift"]["drifted_features"] == expected.drifted_features
+    run = client.get_run(doc["run_id"])
+    assert run.data.tags["shipyard.monitor.model"] == MODEL
+    assert run.data.metrics["rows"] == len(log)
+    assert f"v{versions['healthy']}.drift_share" in run.data.metrics
+    status = platform.run("monitor", "status", MODEL, "--hours", "1")
+    assert status.returncode == 0, status.stderr
+    assert (
+        f"version {versions['healthy']}:" in status.stdout
+        and "last recorded check" in status.stdout
+    )
+    bad = platform.run("monitor", "check", MODEL, "--end", "yesterday")
+    assert bad.returncode == 2 and "not an ISO time" in bad.stderr
 
 
 @pytest.fixture(scope="module")

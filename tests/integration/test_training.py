@@ -70,6 +70,15 @@ def test_run_has_epochs_plots_model_lineage_and_the_version_is_aliased(
     assert set(first["aliases"]) == {"challenger", "champion"}  # the first passing version
     assert client.get_model_version_by_alias(MODEL, "champion").version == first["version"]
     assert version.tags["data.fingerprint"] == tags["data.fingerprint"]
+    # the drift monitor's reference: the training data's profile, named by the version
+    from shipyard.contract import read_contract, read_reference_profile
+
+    profile = read_reference_profile(platform.mlflow, MODEL, first["version"])
+    contract = read_contract(platform.mlflow, MODEL, first["version"])
+    expected = {c.name for c in contract.inputs if c.type != "datetime"}
+    assert {n for n, c in profile.columns.items() if c.role == "feature"} == expected
+    assert profile.columns["fraud_probability"].role == "output"
+    assert profile.columns["category"].kind == "categorical" and profile.rows > 10_000
     # It learned (the quality comparison with the baseline is on the demo's data).
     assert first["metrics"]["final_val_roc_auc"] > 0.8
     assert 0 < first["baseline"]["baseline_val_pr_auc"] <= 1

@@ -153,3 +153,18 @@ def test_the_log_is_registered_as_a_feast_source_that_reads_it(tmp_path: Path) -
     assert {"transaction_id", "fraud_probability", "served_at", "model_version"} <= set(columns)
     assert serving.register_log_source(defaults(data_root=tmp_path,
                                                 monitor={"inference_log": False}), "x") is None  # fmt: skip
+
+
+def test_files_whose_columns_are_all_null_read_with_the_others(tmp_path: Path) -> None:
+    """A flush in which every record failed has no typed outputs; the log still reads."""
+    log = _log(tmp_path)
+    failed = _batch(2)
+    failed["answers"] = [{"error": "model version 3 failed: x", "model_version": "3",
+                          "status": 500}] * 2  # fmt: skip
+    log.add(**failed)
+    log.flush()
+    log.add(**_batch(2, start=2))
+    log.flush()
+    out = read_log(str(tmp_path / "log"), "fraud-detector")
+    assert list(out["status"]) == [500, 500, 200, 200]
+    assert out["fraud_probability"].isna().tolist() == [True, True, False, False]

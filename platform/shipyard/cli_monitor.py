@@ -1,0 +1,113 @@
+"""``shipyard monitor ...``: the inference log's traffic and drift, per model version
+(the library: :mod:`shipyard.monitor`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import click
+
+__all__ = ["monitor"]
+
+
+def _when(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an ISO time; e.g. 2026-12-05T13:00:00Z"
+        ) from None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
+
+
+@click.group()
+def monitor() -> None:
+    """What the models served (the inference log), and drift against their training data."""
+
+
+_window = [
+    click.option("--hours", type=click.FloatRange(min=0.01), default=None,
+                 help="the window's length (default: monitor.window_hours)"),
+    click.option("--end", default=None, help="the window's end, ISO time (default: now)"),
+    click.option("--json", "as_json", is_flag=True, help="print JSON"),
+]  # fmt: skip
+
+
+def _options(f: Any) -> Any:
+    for option in reversed(_window):
+        f = option(f)
+    return f
+
+
+@monitor.command("check")
+@click.argument("model")
+@_options
+@click.pass_obj
+def check_cmd(obj: Any, model: str, hours: float | None, end: str | None, as_json: bool) -> None:
+    """Check MODEL's recent traffic against each served version's reference profile;
+    log it to MLflow. Exit code 3 when it raises an alert (for a scheduler)."""
+    from shipyard.monitor import ALERT_EXIT_CODE, check
+
+    result = check(obj.settings, model, end=_when(end), hours=hours, record=True)
+    _show(result, as_json, obj.settings)
+    if result.alerts:
+        raise click.exceptions.Exit(ALERT_EXIT_CODE)
+
+
+@monitor.command("status")
+@click.argument("model")
+@_options
+@click.pass_obj
+def status_cmd(obj: Any, model: str, hours: float | None, end: str | None, as_json: bool) -> None:
+    """MODEL's recent traffic per version and variant, its drift, and its last recorded
+    check (nothing is logged)."""
+    from shipyard.monitor import check, last_check
+
+    result = check(obj.settings, model, end=_when(end), hours=hours, record=False)
+    _show(result, as_json, obj.settings, last_check(obj.settings, model))
+
+
+def _show(result: Any, as_json: bool, settings: Any, last: dict[str, Any] | None = None) -> None:
+    if as_json:
+        doc = result.to_dict() | ({"last_check": last} if last is not None else {})
+        click.echo(json.dumps(doc, indent=2, default=str))
+        return
+    span = f"{result.start:%Y-%m-%d %H:%M} .. {result.end:%Y-%m-%d %H:%M} UTC"
+    click.echo(f"{result.model}: {result.rows:,} records served {span}")
+    if not result.rows:
+        click.echo(f"  the inference log ({settings.inference_log_uri}) has nothing in this "
+                   "window; send traffic, or widen it with --hours")  # fmt: skip
+    for v in result.versions:
+        variants = ", ".join(f"{k} {n:,}" for k, n in sorted(v.by_variant.items()))
+        latency = (f"p50 {v.latency_p50_ms:.1f} ms, p95 {v.latency_p95_ms:.1f} ms"
+                   if v.latency_p50_ms is not None else "")  # fmt: skip
+        click.echo(f"  version {v.version}: {v.rows:,} ({variants}); errors {v.error_rate:.1%}; "
+                   f"latency in the replica {latency}")  # fmt: skip
+        d = v.drift
+        if d is None:
+            click.echo(f"    drift: {v.note}")
+        elif not d.conclusive:
+            click.echo(f"    drift: inconclusive, {d.rows:,} answered rows (fewer than "
+                       f"{d.thresholds['min_rows']:,})")  # fmt: skip
+        else:
+            features = [c for c in d.columns if c.role == "feature"]
+            click.echo(f"    drift: {len(d.drifted_features)} of {len(features)} features "
+                       f"(share {d.drift_share:.2f}; dataset drift from "
+                       f"{d.thresholds['drift_share']:.2f})"
+                       + (f": {', '.join(d.drifted_features)}" if d.drifted_features else ""))  # fmt: skip
+            top = sorted((c for c in d.columns if c.psi is not None), key=lambda c: -c.psi)[:5]
+            click.echo("    largest PSI: " + ", ".join(f"{c.name} {c.psi:.3f}" for c in top))
+            click.echo(f"    prediction drift: {'yes' if d.prediction_drift else 'no'}")
+            for issue in d.quality_issues:
+                click.echo(f"    quality: {issue}")
+    click.echo("  alerts: " + ("; ".join(result.alerts) if result.alerts else "none"))
+    if result.run_id:
+        click.echo(f"  logged to MLflow ({settings.tracking_uri}): experiment "
+                   f"{settings.monitor.experiment!r}, run {result.run_id}")  # fmt: skip
+    if last is not None:
+        click.echo(f"  last recorded check: {last.get('at') or 'none'}; alerts: "
+                   f"{last.get('alerts') or 'none'}")  # fmt: skip

@@ -1,0 +1,217 @@
+"""``shipyard monitor check|status``: what a model served, and whether it still looks
+like what it was trained on.
+
+``check`` reads a window of the inference log (``shipyard.inference_log``), and for
+each model version served in it holds the rows against that version's reference
+profile (``shipyard.drift``, saved at registration). Each check is logged to MLflow,
+in one monitoring run per model (experiment ``monitor.experiment``): a metric per
+window end (rows, error rate, latency, the drift share, each column's PSI) and the
+report as an artifact. Alerts (dataset drift, prediction drift, data quality) go to
+the log, to the CLI's exit code (3) for a scheduler, and to ``monitor.webhook_url``
+as JSON when one is set. ``status`` shows the latest checks and the log's traffic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.drift import DriftReport, Profile, compare
+from shipyard.errors import ConfigError
+from shipyard.inference_log import read_log
+from shipyard.settings import Settings
+
+__all__ = ["ALERT_EXIT_CODE", "Check", "VersionCheck", "check", "last_check", "summarize", "window"]
+
+log = logging.getLogger(__name__)
+ALERT_EXIT_CODE = 3
+
+
+@dataclass
+class VersionCheck:
+    """One model version's traffic in the window, and its drift against its reference."""
+
+    version: str
+    rows: int
+    by_variant: dict[str, int]
+    error_rate: float
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+    drift: DriftReport | None  # None: registered without a reference profile
+    note: str = ""
+
+    @property
+    def alerts(self) -> list[str]:
+        return [f"version {self.version}: {a}" for a in (self.drift.alerts if self.drift else [])]
+
+
+@dataclass
+class Check:
+    model: str
+    start: dt.datetime
+    end: dt.datetime
+    rows: int
+    versions: list[VersionCheck] = field(default_factory=list)
+    run_id: str | None = None
+
+    @property
+    def alerts(self) -> list[str]:
+        return [a for v in self.versions for a in v.alerts]
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["start"], doc["end"] = self.start.isoformat(), self.end.isoformat()
+        for v, version in zip(doc["versions"], self.versions, strict=True):
+            v["alerts"] = version.alerts
+            if version.drift is not None:
+                v["drift"]["alerts"] = version.drift.alerts
+        doc["alerts"] = self.alerts
+        return doc
+
+
+def window(end: dt.datetime | None, hours: float) -> tuple[dt.datetime, dt.datetime]:
+    end = end or dt.datetime.now(dt.UTC)
+    end = end if end.tzinfo else end.replace(tzinfo=dt.UTC)
+    return end - dt.timedelta(hours=hours), end
+
+
+def summarize(model: str, rows: pd.DataFrame, start: dt.datetime, end: dt.datetime,
+              profile_for: Callable[[str], Profile | None],
+              settings: Settings) -> Check:  # fmt: skip
+    """The check of ``rows`` (log rows of the window): per version served, its traffic
+    and, on the rows it answered (status 200), its drift against ``profile_for(v)``."""
+    out = Check(model, start, end, len(rows))
+    if rows.empty:
+        return out
+    for version, part in rows.groupby(rows["model_version"].astype(str), sort=True):
+        ok = part[part["status"] == 200]
+        latency = part["latency_ms"].to_numpy(dtype=float)
+        profile = profile_for(str(version))
+        drift = compare(profile, ok, settings.monitor.drift) if profile is not None else None
+        out.versions.append(VersionCheck(
+            version=str(version), rows=len(part),
+            by_variant={str(k): int(v) for k, v in part["variant"].value_counts().items()},
+            error_rate=float((part["status"] >= 500).mean()),
+            latency_p50_ms=float(np.percentile(latency, 50)) if len(latency) else None,
+            latency_p95_ms=float(np.percentile(latency, 95)) if len(latency) else None,
+            drift=drift,
+            note="" if profile is not None else "registered without a reference profile: no "
+            "drift check (pass reference= to shipyard.contract.register_model)",
+        ))  # fmt: skip
+    return out
+
+
+def check(settings: Settings, model: str, *, end: dt.datetime | None = None,
+          hours: float | None = None, record: bool = True) -> Check:  # fmt: skip
+    """Check the model's last ``hours`` of traffic (default: ``monitor.window_hours``)
+    up to ``end`` (default: now); ``record``: log it to MLflow and notify the webhook."""
+    from shipyard.contract import read_reference_profile
+
+    start, end = window(end, hours or settings.monitor.window_hours)
+    rows = read_log(settings.inference_log_uri, model, start, end)
+    profiles: dict[str, Profile | None] = {}
+
+    def profile_for(version: str) -> Profile | None:
+        if version not in profiles:
+            profiles[version] = read_reference_profile(settings.tracking_uri, model, version)
+        return profiles[version]
+
+    result = summarize(model, rows, start, end, profile_for, settings)
+    if record:
+        result.run_id = _record(settings, result)
+        for alert in result.alerts:
+            log.warning("%s: %s", model, alert)
+        if result.alerts and settings.monitor.webhook_url:
+            _notify(settings.monitor.webhook_url, result)
+    return result
+
+
+def _find_run(client: Any, exp_id: str, model: str) -> Any:
+    found = client.search_runs([exp_id], filter_string=f"tags.`shipyard.monitor.model` = '{model}'",
+                               max_results=1, order_by=["attributes.start_time ASC"])  # fmt: skip
+    return found[0] if found else None
+
+
+def _run_for(client: Any, experiment: str, model: str) -> str:
+    """The model's monitoring run: one per model, found by its tag, created once."""
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
+    found = _find_run(client, exp_id, model)
+    if found is not None:
+        return found.info.run_id
+    run = client.create_run(exp_id, run_name=f"monitor {model}",
+                            tags={"shipyard.monitor.model": model})  # fmt: skip
+    return run.info.run_id
+
+
+def last_check(settings: Settings, model: str) -> dict[str, Any]:
+    """The last recorded check of ``model``: its window's end, alerts and run."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    exp = client.get_experiment_by_name(settings.monitor.experiment)
+    run = _find_run(client, exp.experiment_id, model) if exp is not None else None
+    if run is None:
+        return {"at": None, "alerts": None, "run_id": None}
+    tags = run.data.tags
+    return {"at": tags.get("shipyard.monitor.last_check"),
+            "alerts": tags.get("shipyard.monitor.alerts"), "run_id": run.info.run_id}  # fmt: skip
+
+
+def _record(settings: Settings, result: Check) -> str:
+    """Metrics at the window's end (step: hours since the epoch, so that checks of the
+    same hour replace each other), and the report as ``checks/<end>.json``."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    run_id = _run_for(client, settings.monitor.experiment, result.model)
+    at = int(result.end.timestamp() * 1000)
+    step = int(result.end.timestamp() // 3600)
+    metrics = {"rows": float(result.rows)}
+    for v in result.versions:
+        p = f"v{v.version}."
+        metrics |= {p + "rows": v.rows, p + "error_rate": v.error_rate}
+        if v.latency_p95_ms is not None:
+            metrics[p + "latency_p95_ms"] = v.latency_p95_ms
+        if v.drift is not None and v.drift.conclusive:
+            metrics |= {p + "drift_share": v.drift.drift_share,
+                        p + "dataset_drift": float(v.drift.dataset_drift),
+                        p + "prediction_drift": float(v.drift.prediction_drift)}  # fmt: skip
+            for c in v.drift.columns:
+                if c.psi is not None:
+                    metrics[f"{p}psi.{c.name}"] = c.psi
+    client.log_batch(run_id, metrics=[Metric(_metric_name(k), float(val), at, step)
+                                      for k, val in metrics.items()])  # fmt: skip
+    stamp = result.end.strftime("%Y%m%dT%H%M%SZ")
+    client.log_text(run_id, json.dumps(result.to_dict(), indent=1, default=str),
+                    f"checks/{stamp}.json")  # fmt: skip
+    client.set_tag(run_id, "shipyard.monitor.alerts", "; ".join(result.alerts)[:4000] or "none")
+    client.set_tag(run_id, "shipyard.monitor.last_check", result.end.isoformat())
+    return run_id
+
+
+def _metric_name(name: str) -> str:
+    """MLflow's metric names: letters, digits and ``_-./ `` only."""
+    return "".join(c if c.isalnum() or c in "_-./ " else "_" for c in name)
+
+
+def _notify(url: str, result: Check) -> None:
+    """POST the alerts; a webhook that fails is an error the scheduler sees."""
+    import requests
+
+    body = {"model": result.model, "window": [result.start.isoformat(), result.end.isoformat()],
+            "alerts": result.alerts, "run_id": result.run_id}  # fmt: skip
+    try:
+        resp = requests.post(url, json=body, timeout=10)
+        resp.raise_for_status()
+    except requests.RequestException as exc:
+        raise ConfigError(f"the alert webhook {url} failed: {exc}",
+                          hint="check monitor.webhook_url; the check itself is in MLflow") from None  # fmt: skip
