@@ -21,6 +21,11 @@ does, with no model and no features (``services.noop.app:build_batched``): throu
 ``@serve.batch`` on the replica's loop (``noop2_inline``): what the predictor's
 machinery costs over a plain handle call.
 
+With ``--log-cost``, the model's application once more, with its inference log off
+(``shipyard_nolog``: a copy of the deployed application, same versions and options,
+``args.inference_log: null``): the ratios ``log_on_over_off_*`` are what recording
+every prediction costs.
+
 The no-op applications are deployed next to the others on Shipyard's cluster, with the
 deployment options ``shipyard.serving.app_config`` gives the router (ingress) and the
 stable predictor (leaf), and removed at the end, also on failure or Ctrl-C.
@@ -67,7 +72,8 @@ import numpy as np
 RESULTS = Path(__file__).parent / "results"
 NOOP1, NOOP2 = "dataplane-noop1", "dataplane-noop2"
 NOOP2B, NOOP2I = "dataplane-noop2-batched", "dataplane-noop2-inline"
-BENCH_APPS = (NOOP1, NOOP2, NOOP2B, NOOP2I)
+NOLOG = "dataplane-nolog"
+BENCH_APPS = (NOOP1, NOOP2, NOOP2B, NOOP2I, NOLOG)
 CONCURRENCY = (1, 16)
 TARGETS = {
     "bare": "bare Starlette no-op (uvicorn, 1 worker)",
@@ -76,6 +82,7 @@ TARGETS = {
     "shipyard": "Shipyard POST /{model}/predict (Feast)",
 }
 # --breakdown: the predictor's machinery without a model (services.noop.app:build_batched)
+LOG_COST = {"shipyard_nolog": "Shipyard's application again, inference log off"}
 BREAKDOWN = {
     "noop2_batched": "two deployments, leaf with @serve.batch + asyncio.to_thread",
     "noop2_inline": "two deployments, leaf with @serve.batch on its loop",
@@ -540,6 +547,9 @@ def main() -> int:
     parser.add_argument("--breakdown", action="store_true",
                         help="also the no-op pair with the predictor's batching, in a thread "
                              "and on the loop (services.noop.app:build_batched)")  # fmt: skip
+    parser.add_argument("--log-cost", action="store_true",
+                        help="also the model's application with its inference log off "
+                        "(a copy, next to it): what recording every prediction costs")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS / "dataplane.json")
     parser.add_argument("--bare-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -578,8 +588,10 @@ def main() -> int:
             "noop2": f"{settings.serve_url}/{NOOP2}/predict",
             "shipyard": f"{settings.serve_url}/{args.model}/predict",
             "noop2_batched": f"{settings.serve_url}/{NOOP2B}/predict",
-            "noop2_inline": f"{settings.serve_url}/{NOOP2I}/predict"}  # fmt: skip
-    targets = {**TARGETS, **(BREAKDOWN if args.breakdown else {})}
+            "noop2_inline": f"{settings.serve_url}/{NOOP2I}/predict",
+            "shipyard_nolog": f"{settings.serve_url}/{NOLOG}/predict"}  # fmt: skip
+    targets = {**TARGETS, **(BREAKDOWN if args.breakdown else {}),
+               **(LOG_COST if args.log_cost else {})}  # fmt: skip
     print(f"{args.model} {rollout_view(deployed.config or {}).get('stable_version')} at "
           f"{settings.serve_url}; {args.seconds:g}s cells after {args.warmup:g}s warm-up; "
           f"load {load_before[0]:.1f} on {os.cpu_count()} cores", flush=True)  # fmt: skip
@@ -599,6 +611,11 @@ def main() -> int:
         bare, urls["bare"] = _start_bare(args.bare_nice)
         urls["bare"] += "/predict"
         apps = _noop_apps(settings, args.breakdown)
+        if args.log_cost:  # the same application (versions, args, options) without the log
+            nolog = copy.deepcopy(deployed.config)
+            nolog |= {"name": NOLOG, "route_prefix": f"/{NOLOG}"}
+            nolog["args"] = {**nolog["args"], "inference_log": None}
+            apps.append(nolog)
         deploy_s = _deploy(settings, backend, apps)
         _wait_http(urls["bare"].rsplit("/", 1)[0] + "/healthz", 60, bare)
         nice = _niceness(backend, [*BENCH_APPS, args.model], bare)
@@ -654,6 +671,11 @@ def main() -> int:
         "noop1_over_bare_rps_c16": _ratio(c["noop1"]["c16"]["rps"], c["bare"]["c16"]["rps"]),
         "noop2_over_noop1_p50_c1": _ratio(c["noop2"]["c1"]["p50_ms"], c["noop1"]["c1"]["p50_ms"]),
     }  # fmt: skip
+    if args.log_cost:  # log on / log off: what the inference log costs
+        ratios["log_on_over_off_rps_c16"] = _ratio(c["shipyard"]["c16"]["rps"],
+                                                   c["shipyard_nolog"]["c16"]["rps"])  # fmt: skip
+        ratios["log_on_over_off_p50_c1"] = _ratio(c["shipyard"]["c1"]["p50_ms"],
+                                                  c["shipyard_nolog"]["c1"]["p50_ms"])  # fmt: skip
     goals = {
         "shipyard_over_noop2_rps_c16": _goal(ratios["shipyard_over_noop2_rps_c16"], 0.8, True),
         "shipyard_over_noop2_p50_c1": _goal(ratios["shipyard_over_noop2_p50_c1"], 1.5, False),

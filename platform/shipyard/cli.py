@@ -667,9 +667,10 @@ def demo(obj: _Ctx, args: tuple[str, ...]) -> None:
 
 
 def _add_groups() -> None:
-    from shipyard.cli_monitor import monitor
+    from shipyard.cli_monitor import monitor, predict
 
     cli.add_command(monitor)
+    cli.add_command(predict)
 
 
 _add_groups()

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-__all__ = ["monitor"]
+__all__ = ["monitor", "predict"]
 
 
 def _when(value: str | None) -> dt.datetime | None:
@@ -111,3 +111,41 @@ def _show(result: Any, as_json: bool, settings: Any, last: dict[str, Any] | None
     if last is not None:
         click.echo(f"  last recorded check: {last.get('at') or 'none'}; alerts: "
                    f"{last.get('alerts') or 'none'}")  # fmt: skip
+
+
+@click.command()
+@click.option(
+    "--batch",
+    "model",
+    required=True,
+    metavar="MODEL[@ALIAS|/VERSION]",
+    help="score a table with this registered version",
+)
+@click.option("--input", "input_", required=True, help="parquet file or folder, or a .csv file")
+@click.option("--out", required=True, help="parquet file to write")
+@click.option(
+    "--timestamp-column",
+    default=None,
+    help="each row's time for point-in-time features (default: the contract's only datetime input)",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=1024)
+@click.option(
+    "--actors", type=click.IntRange(min=1), default=2, help="scoring actors, one model load each"
+)
+@click.option("--json", "as_json", is_flag=True, help="print the result document as JSON")
+@click.pass_obj
+def predict(obj: Any, model: str, input_: str, out: str, timestamp_column: str | None,
+            batch_size: int, actors: int, as_json: bool) -> None:  # fmt: skip
+    """Batch inference as a Ray job: a table scored on Ray Data with each row's
+    point-in-time features from the Feast offline store (shipyard.batch)."""
+    from shipyard import batch, workload
+
+    argv = ["--model", model, "--input", input_, "--out", out, "--batch-size", str(batch_size),
+            "--actors", str(actors)]  # fmt: skip
+    if timestamp_column:
+        argv += ["--timestamp-column", timestamp_column]
+    result = workload.run_module(obj.settings, batch, argv, local=False, echo=click.echo)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    elif result is not None:
+        batch.report(argv, result, click.echo)

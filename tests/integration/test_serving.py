@@ -600,6 +600,46 @@ def test_monitor_check_reports_the_served_traffic_and_records_it(
     assert bad.returncode == 2 and "not an ISO time" in bad.stderr
 
 
+def test_batch_predictions_equal_online_ones_at_the_same_feature_time(
+    served: str, platform: Platform, built: Built, customers: list[str], tmp_path: Path
+) -> None:
+    """`shipyard predict --batch` (a Ray job: Feast's point-in-time join, Ray Data actors)
+    scores rows as the endpoint does: at a time after every feature row, the features
+    as of each row's time are the online store's, so the scores agree to 1e-6. Every row
+    comes back, in order, with the version."""
+    rows = built.good[built.good["customer_id"].isin(customers)].head(60)
+    txs = [transaction(700_000 + i, r.customer_id, r.merchant_id, float(r.amount))
+           | {"timestamp": "2026-12-01T10:00:00Z"} for i, r in enumerate(rows.itertuples())]  # fmt: skip
+    txs.append(
+        transaction(700_999, "c_nobody", "m_nobody", 10.0) | {"timestamp": "2026-12-01T10:00:00Z"}
+    )
+    source = tmp_path / "rows.parquet"
+    pd.DataFrame(txs).to_parquet(source, index=False)
+    out = tmp_path / "scored.parquet"
+    result = platform.run("predict", "--batch", f"{MODEL}@champion", "--input", str(source),
+                          "--out", str(out), "--actors", "1", "--batch-size", "16", "--json",
+                          timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    doc = json.loads(result.stdout[result.stdout.rindex("{\n") :])
+    scored = pd.read_parquet(out)
+    assert doc["rows"] == len(scored) == len(txs)
+    assert scored["transaction_id"].tolist() == [t["transaction_id"] for t in txs]
+    online = requests.post(f"{served}/predict", json={"records": txs}, timeout=60).json()
+    versions = {p["model_version"] for p in online["predictions"]}
+    assert set(scored["model_version"]) == versions == {doc["version"]}
+    np.testing.assert_allclose(scored["fraud_probability"],
+                               [p["fraud_probability"] for p in online["predictions"]], atol=1e-6)  # fmt: skip
+
+    missing = tmp_path / "lacking.parquet"
+    pd.DataFrame(txs).drop(columns="amount").to_parquet(missing, index=False)
+    bad = platform.run("predict", "--batch", f"{MODEL}@champion", "--input", str(missing),
+                       "--out", str(out))  # fmt: skip
+    assert bad.returncode == 2 and "lacks the request field(s) amount" in bad.stderr
+    nowhere = platform.run("predict", "--batch", MODEL, "--input", str(tmp_path / "no.parquet"),
+                           "--out", str(out))  # fmt: skip
+    assert nowhere.returncode == 2 and "does not exist" in nowhere.stderr
+
+
 @pytest.fixture(scope="module")
 def spend(platform: Platform, trained: dict, client) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """The second reference workload, trained by its own Ray job through `shipyard
