@@ -99,7 +99,7 @@ class _Batch:
     latency_ms: list[float]
     version: str
     rows: list[dict[str, Any]]  # the validated request records
-    frame: pd.DataFrame | None  # the model's input (None: it failed before one was built)
+    columns: dict[str, Any]  # the model's input columns (arrays), as the model saw them
     answers: list[dict[str, Any]]
     keep: np.ndarray | None = None  # sampled rows; None: all
 
@@ -125,8 +125,12 @@ class InferenceLog:
     stats: LogStats = field(default_factory=LogStats)
 
     def __post_init__(self) -> None:
+        import pyarrow.compute  # noqa: F401 - imported now, not in the first flush
+        import pyarrow.parquet  # noqa: F401
         from pyarrow import fs
 
+        global _META_TYPES
+        _META_TYPES = _META_TYPES or _meta_types()
         self._fs, self._base = fs.FileSystem.from_uri(log_path(self.config.uri, self.model))
         self._local = isinstance(self._fs, fs.LocalFileSystem)
         self._lock = threading.Lock()
@@ -140,7 +144,7 @@ class InferenceLog:
         self._failures = 0
 
     # -- the request path -----------------------------------------------------------------
-    def add(self, version: str, rows: list[dict[str, Any]], frame: pd.DataFrame | None,
+    def add(self, version: str, rows: list[dict[str, Any]], columns: dict[str, Any],
             answers: list[dict[str, Any]], served_at: list[float],
             latency_ms: list[float]) -> None:  # fmt: skip
         """Record a scored batch; never raises, never blocks on I/O."""
@@ -149,7 +153,7 @@ class InferenceLog:
             keep = np.random.random(len(rows)) < self.config.sample_rate
             if not keep.any():
                 return
-        batch = _Batch(served_at, latency_ms, version, rows, frame, answers, keep)
+        batch = _Batch(served_at, latency_ms, version, rows, columns, answers, keep)
         n = len(batch)
         with self._lock:
             if self.stats.buffered + n > self.config.max_buffered_rows:
@@ -220,49 +224,51 @@ class InferenceLog:
 
     def _table(self, batches: list[_Batch]) -> Any:
         """The batches as one table: meta columns, the request's fields, the model's
-        inputs and its outputs, in that order."""
+        inputs and its outputs, in that order. Built column by column from arrays and
+        lists (no frame per batch): a flush runs in the replica's process, so its time
+        is time the replica's loop may wait for the GIL."""
         import pyarrow as pa
 
-        global _META_TYPES
-        _META_TYPES = _META_TYPES or _meta_types()
-        parts = []
-        for b in batches:
-            n = len(b.rows)
-            frame = b.frame.reset_index(drop=True) if b.frame is not None else pd.DataFrame(index=range(n))  # fmt: skip
-            data: dict[str, Any] = {}
-            ok = [a for a in b.answers if "error" not in a]
-            data["served_at"] = pd.to_datetime(np.asarray(b.served_at), unit="s", utc=True)
-            data["model"] = self.model
-            data["model_version"] = b.version
-            data["variant"] = self.variant
-            data["status"] = [int(a.get("status", 200)) if "error" in a else 200 for a in b.answers]
-            data["error"] = [a.get("error") for a in b.answers]
-            data["latency_ms"] = np.asarray(b.latency_ms, dtype=np.float64)
-            data["features_missing"] = [a.get("features_missing") or [] for a in b.answers]
-            for key in dict.fromkeys(k for r in b.rows for k in r):
-                if key not in frame.columns and key not in data:
-                    data[key] = [r.get(key) for r in b.rows]
-            for col in frame.columns:
-                if col not in data:
-                    data[col] = frame[col].to_numpy()
-            outputs = dict.fromkeys(k for a in ok for k in a
-                                    if k not in ("model_version", "features_missing", "variant"))  # fmt: skip
-            for name in outputs:
-                if name not in data:
-                    data[name] = [a.get(name) if "error" not in a else None for a in b.answers]
-            part = pd.DataFrame(data)
-            if b.keep is not None:
-                part = part[b.keep].reset_index(drop=True)
-            parts.append(part)
-        frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+        kept = [(b, np.flatnonzero(b.keep) if b.keep is not None else None) for b in batches]
+
+        def rows_of(b: _Batch, pick: Any, values: list[Any]) -> list[Any]:
+            return values if pick is None else [values[i] for i in pick]
+
+        rows = [r for b, pick in kept for r in rows_of(b, pick, b.rows)]
+        answers = [a for b, pick in kept for a in rows_of(b, pick, b.answers)]
+        n = len(rows)
         with self._lock:
-            first, self._ids = self._ids, self._ids + len(frame)
-        frame.insert(0, "log_id", [f"{self.replica}:{i}" for i in range(first, first + len(frame))])
-        table = pa.Table.from_pandas(_plain_objects(frame), preserve_index=False)
-        for name, type_ in _META_TYPES.items():  # the same types in every file
-            i = table.schema.get_field_index(name)
-            table = table.set_column(i, name, table.column(i).cast(type_, safe=False))
-        return table
+            first, self._ids = self._ids, self._ids + n
+        data: dict[str, Any] = {
+            "log_id": [f"{self.replica}:{i}" for i in range(first, first + n)],
+            "served_at": pa.array((np.concatenate([_pick(np.asarray(b.served_at), 0, pick)
+                                                   for b, pick in kept]) * 1e6).astype(np.int64),
+                                  pa.timestamp("us", tz="UTC")),
+            "model": [self.model] * n,
+            "model_version": [b.version for b, pick in kept for _ in rows_of(b, pick, b.rows)],
+            "variant": [self.variant] * n,
+            "status": [int(a.get("status", 500)) if "error" in a else 200 for a in answers],
+            "error": [a.get("error") for a in answers],
+            "latency_ms": [x for b, pick in kept for x in rows_of(b, pick, b.latency_ms)],
+            "features_missing": [a.get("features_missing") or [] for a in answers],
+        }  # fmt: skip
+        inputs = dict.fromkeys(k for b, _ in kept for k in b.columns)
+        for key in dict.fromkeys(k for r in rows for k in r):
+            if key not in inputs and key not in data:
+                data[key] = [r.get(key) for r in rows]
+        for name in inputs:
+            if name not in data:
+                data[name] = _concat([_pick(b.columns.get(name), len(b.rows), pick)
+                                      for b, pick in kept])  # fmt: skip
+        skip = {"model_version", "features_missing", "variant", "error", "status"}
+        for name in dict.fromkeys(k for a in answers if "error" not in a for k in a):
+            if name not in data and name not in skip:
+                data[name] = [None if "error" in a else a.get(name) for a in answers]
+        arrays, names = [], []
+        for name, values in data.items():
+            names.append(name)
+            arrays.append(_arrow(values, _META_TYPES.get(name)))
+        return pa.Table.from_arrays(arrays, names=names)
 
     def _write(self, table: Any) -> int:
         """One file per day the rows fall on; returns the files written."""
@@ -317,18 +323,34 @@ class InferenceLog:
             log.warning("%s/%s: %s", self.model, self.variant, message)
 
 
-def _plain_objects(frame: pd.DataFrame) -> pd.DataFrame:
-    """Object columns that pyarrow cannot type as one (mixed numbers and strings) as
-    strings, so that one odd record never fails a whole flush."""
+def _pick(values: Any, n: int, pick: Any) -> Any:
+    """One batch's column (an array, a Series, None when absent), sampled rows only."""
+    if values is None:
+        values = np.full(n, None, dtype=object)
+    if pick is None:
+        return values
+    return values.iloc[pick] if isinstance(values, pd.Series) else np.asarray(values)[pick]
+
+
+def _concat(parts: list[Any]) -> Any:
+    if any(isinstance(p, pd.Series) for p in parts):
+        return pd.concat([p if isinstance(p, pd.Series) else pd.Series(p) for p in parts],
+                         ignore_index=True)  # fmt: skip
+    return np.concatenate([np.asarray(p) for p in parts]) if len(parts) > 1 else parts[0]
+
+
+def _arrow(values: Any, type_: Any = None) -> Any:
+    """A column as an Arrow array of ``type_`` (the meta columns), else of the type
+    Arrow infers; values it cannot type as one (numbers mixed with strings) as strings,
+    so that one odd record never fails a whole flush."""
     import pyarrow as pa
 
-    for col in frame.columns:
-        if frame[col].dtype == object:
-            try:
-                pa.array(frame[col], from_pandas=True)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                frame[col] = [None if v is None else str(v) for v in frame[col]]
-    return frame
+    if isinstance(values, pa.Array):
+        return values
+    try:
+        return pa.array(values, type=type_, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else str(v) for v in values], type=pa.string())
 
 
 def read_log(uri: str, model: str, start: dt.datetime | None = None,

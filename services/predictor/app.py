@@ -33,7 +33,7 @@ from shipyard.contract import ServingContract, read_contract
 from shipyard.inference_log import InferenceLog, LogConfig
 from shipyard.online import OnlineFeatures
 
-__all__ = ["Placement", "Predictor", "model_frame", "named_outputs"]
+__all__ = ["Placement", "Predictor", "model_columns", "model_frame", "named_outputs"]
 
 log = logging.getLogger("ray.serve")
 
@@ -62,17 +62,23 @@ def _column(values: list[Any], type_name: str) -> Any:
     return out
 
 
-def model_frame(contract: ServingContract, rows: list[dict[str, Any]],
-                features: dict[str, list[Any]] | None) -> pd.DataFrame:  # fmt: skip
-    """The pyfunc's input: the signature's columns in its order, from the records and
-    (for the feature service's inputs) the online features."""
+def model_columns(contract: ServingContract, rows: list[dict[str, Any]],
+                  features: dict[str, list[Any]] | None) -> dict[str, Any]:  # fmt: skip
+    """The signature's columns in its order, as arrays of its types, from the records
+    and (for the feature service's inputs) the online features."""
     online = set(contract.online_inputs) if features is not None else set()
     data = {}
     for col in contract.inputs:
         values = features.get(col.name, [None] * len(rows)) if col.name in online else \
             [r.get(col.name) for r in rows]  # fmt: skip
         data[col.name] = _column(values, col.type)
-    return pd.DataFrame(data)
+    return data
+
+
+def model_frame(contract: ServingContract, rows: list[dict[str, Any]],
+                features: dict[str, list[Any]] | None) -> pd.DataFrame:  # fmt: skip
+    """The pyfunc's input: :func:`model_columns` as a DataFrame."""
+    return pd.DataFrame(model_columns(contract, rows, features))
 
 
 def _plain(value: Any) -> Any:
@@ -325,15 +331,16 @@ class Predictor:
         ``_enforced``), so one bad row fails only its own request."""
         return self._score(rows)[0]
 
-    def _score(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], tuple[str, pd.DataFrame] | None]:  # fmt: skip
-        """The answers, and what the model scored (version and input frame; None when
+    def _score(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], tuple[str, dict[str, Any]] | None]:  # fmt: skip
+        """The answers, and what the model scored (version and input columns; None when
         nothing was: no model, no features), for the log."""
         loaded = self.loaded
         if loaded is None:
             return [self._unloaded() for _ in rows], None
         version = loaded.version
         try:
-            frame, missing = self.model_input(loaded, rows)
+            columns, missing = self.model_input(loaded, rows)
+            frame = pd.DataFrame(columns)
         except Exception as exc:  # noqa: BLE001 - the feature store, not the model or the client
             log.warning("%s: online features failed: %r", self.variant, exc)
             return [{"error": f"online features are unavailable ({type(exc).__name__}); retry "
@@ -354,7 +361,7 @@ class Predictor:
             else:
                 answer.update(model_version=version, features_missing=gaps)
                 out.append(answer)
-        return out, (version, frame)
+        return out, (version, columns)
 
     def _unloaded(self) -> dict[str, Any]:
         return {"error": f"{self.variant} predictor has no model loaded",
@@ -384,16 +391,16 @@ class Predictor:
                 answers.append(exc)
         return answers
 
-    def model_input(self, loaded: Loaded, rows: list[dict[str, Any]]) -> tuple[pd.DataFrame, list[list[str]]]:  # fmt: skip
-        """The pyfunc's input for these records, and per record the entities (or
-        ``request``) whose features are missing."""
+    def model_input(self, loaded: Loaded, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], list[list[str]]]:  # fmt: skip
+        """The pyfunc's input columns for these records (:func:`model_columns`), and per
+        record the entities (or ``request``) whose features are missing."""
         contract = loaded.contract
         if loaded.online is not None:
             features, missing = loaded.online.read(rows)
-            return model_frame(contract, rows, features), missing
-        frame = model_frame(contract, rows, None)
-        names = [n for n in contract.online_inputs if n in frame]
+            return model_columns(contract, rows, features), missing
+        columns = model_columns(contract, rows, None)
+        names = [n for n in contract.online_inputs if n in columns]
         if not names:
-            return frame, [[] for _ in rows]
-        gaps = frame[names].isna().all(axis=1)
-        return frame, [["request"] if gap else [] for gap in gaps]
+            return columns, [[] for _ in rows]
+        gaps = pd.DataFrame({n: columns[n] for n in names}).isna().all(axis=1)
+        return columns, [["request"] if gap else [] for gap in gaps]

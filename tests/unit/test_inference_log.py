@@ -18,11 +18,13 @@ def _batch(n: int, start: int = 0, at: float | None = None) -> dict:
     at = DAY + 3600 + start if at is None else at
     rows = [{"transaction_id": f"t{start + i}", "customer_id": f"c{i % 3}", "amount": 10.0 * i}
             for i in range(n)]  # fmt: skip
-    frame = pd.DataFrame({"amount": np.array([r["amount"] for r in rows]),
-                          "txn_count_24h": np.array([float(i) for i in range(n)])})  # fmt: skip
+    columns = {
+        "amount": np.array([r["amount"] for r in rows]),
+        "txn_count_24h": np.array([float(i) for i in range(n)]),
+    }
     answers: list[dict] = [{"fraud_probability": i / 10, "is_fraud": i % 2 == 0,
                             "model_version": "3", "features_missing": []} for i in range(n)]  # fmt: skip
-    return {"version": "3", "rows": rows, "frame": frame, "answers": answers,
+    return {"version": "3", "rows": rows, "columns": columns, "answers": answers,
             "served_at": [at + i for i in range(n)], "latency_ms": [1.5] * n}  # fmt: skip
 
 

@@ -20,14 +20,14 @@ END = dt.datetime(2026, 12, 5, 12, tzinfo=dt.UTC)
 def _serve(log: InferenceLog, version: str, amounts: np.ndarray, errors: int = 0) -> None:
     n = len(amounts)
     rows = [{"transaction_id": f"v{version}-{i}", "customer_id": f"c{i}"} for i in range(n)]
-    frame = pd.DataFrame({"amount": amounts})
+    columns = {"amount": amounts}
     answers: list[dict] = [{"score": float(a) / 1000, "model_version": version,
                             "features_missing": []} for a in amounts]  # fmt: skip
     for i in range(errors):
         answers[i] = {"error": "model version failed: boom", "model_version": version,
                       "status": 500}  # fmt: skip
     at = (END - dt.timedelta(hours=1)).timestamp()
-    log.add(version, rows, frame, answers, [at + i / n for i in range(n)], [2.0 + i % 5 for i in range(n)])  # fmt: skip
+    log.add(version, rows, columns, answers, [at + i / n for i in range(n)], [2.0 + i % 5 for i in range(n)])  # fmt: skip
 
 
 def test_a_window_is_summarized_per_version_with_its_own_reference(tmp_path: Path) -> None:
