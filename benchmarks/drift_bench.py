@@ -75,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             began = time.perf_counter()
             dataset = any_feature = 0
             per_feature = dict.fromkeys(FEATURES, 0)
+            psi: dict[str, list[float]] = {name: [] for name in FEATURES}
             for _ in range(args.seeds):
                 report = compare(reference, _window(later, size, rng, kind))
+                for c in report.columns:
+                    psi[c.name].append(c.psi or 0.0)
                 dataset += report.dataset_drift
                 any_feature += bool(report.drifted_features)
                 for name in report.drifted_features:
@@ -85,10 +88,12 @@ def main(argv: list[str] | None = None) -> int:
                     "dataset_drift_rate": dataset / args.seeds,
                     "any_feature_drift_rate": any_feature / args.seeds,
                     "per_feature_rate": {k: v / args.seeds for k, v in per_feature.items()},
+                    "median_psi": {k: round(float(np.median(v)), 4) for k, v in psi.items()},
                     "ms_per_compare": (time.perf_counter() - began) * 1000 / args.seeds}  # fmt: skip
             cells.append(cell)
             print(f"{size:>6} rows  {kind:<5}  dataset drift {cell['dataset_drift_rate']:6.1%}  "
                   f"any feature {cell['any_feature_drift_rate']:6.1%}  "
+                  f"amount PSI {cell['median_psi']['amount']:.3f}  "
                   f"{cell['ms_per_compare']:.1f} ms/compare", flush=True)  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     out = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
