@@ -303,8 +303,12 @@ def _deploy(settings: Any, backend: Any, apps: list[dict[str, Any]]) -> float:
     validate_config(config)
     put_apps(backend, apps, config)
     for app in apps:
-        wait_ready(backend, app["name"], {d["name"]: 1 for d in app["deployments"]},
-                   timeout=READY_TIMEOUT_S)  # fmt: skip
+        wanted = {
+            d["name"]: 1
+            for d in app["deployments"]
+            if d.get("autoscaling_config", {}).get("min_replicas", 1) > 0
+        }  # not an idle canary
+        wait_ready(backend, app["name"], wanted, timeout=READY_TIMEOUT_S)  # fmt: skip
     return round(time.monotonic() - started, 1)
 
 

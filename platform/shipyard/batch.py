@@ -9,7 +9,8 @@ the CLI's process, on the same cluster):
    field the contract needs is there (an error names the missing ones);
 3. when the contract names a feature service: a point-in-time join through Feast's
    offline store (``get_historical_features``), each row's features as of its own time
-   (``--timestamp-column``, by default the contract's only datetime input), on-demand
+   (``--timestamp-column``, by default the contract's only time input: a datetime, or
+   a string constrained to ``date-time``), on-demand
    features included, so a backfill sees what the online path would have seen then;
 4. scores on Ray Data: ``map_batches`` over an actor pool, one model load per actor;
 5. writes the rows with the model's outputs and ``model_version`` as parquet.
@@ -116,11 +117,16 @@ def _time_column(contract: Any, frame: pd.DataFrame, chosen: str | None) -> str:
         if chosen not in frame.columns:
             raise DataError(f"--timestamp-column {chosen!r} is not a column of the input")
         return chosen
-    times = [c.name for c in contract.inputs if c.type == "datetime"]
+    times = [c.name for c in contract.inputs if c.type == "datetime"
+             or contract.constraints.get(c.name, {}).get("format") == "date-time"]  # fmt: skip
     if len(times) != 1:
         raise DataError(
             "which column is each row's time? the contract has "
-            + (f"several datetime inputs {times}" if times else "no datetime input"),
+            + (
+                f"several time inputs {times}"
+                if times
+                else "no time input (a datetime, or a string of format date-time)"
+            ),
             hint="pass --timestamp-column",
         )
     return times[0]
@@ -198,6 +204,14 @@ class Scorer:
         return result
 
 
+def blocks(frame: pd.DataFrame, batch_size: int, actors: int) -> list[pd.DataFrame]:
+    """The frame in pieces for Ray Data: one DataFrame is one block, and one block goes
+    to one actor; a few blocks per actor let every actor work."""
+    count = max(1, min(-(-len(frame) // batch_size), 4 * actors))
+    step = -(-len(frame) // count)
+    return [frame.iloc[i : i + step] for i in range(0, len(frame), step)] or [frame]
+
+
 def score_table(settings: Any, model: str, version: str, frame: pd.DataFrame, *,
                 timestamp_column: str | None = None, batch_size: int = 1024,
                 actors: int = 2) -> pd.DataFrame:  # fmt: skip
@@ -209,7 +223,7 @@ def score_table(settings: Any, model: str, version: str, frame: pd.DataFrame, *,
     if contract.feature_service:
         frame = with_features(settings, contract, frame, timestamp_column)
     frame = frame.assign(**{_ROW: np.arange(len(frame))})
-    dataset = ray.data.from_pandas(frame).map_batches(
+    dataset = ray.data.from_pandas(blocks(frame, batch_size, actors)).map_batches(
         Scorer, fn_constructor_args=(settings.tracking_uri, model, version),
         batch_size=batch_size, batch_format="pandas", concurrency=actors, num_cpus=0.5,
     )  # fmt: skip

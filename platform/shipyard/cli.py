@@ -681,7 +681,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="shipyard", standalone_mode=False)
+        code = cli.main(args=args, prog_name="shipyard", standalone_mode=False)
+        if isinstance(code, int) and code:  # click returns an Exit's code in this mode
+            return code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.ClickException as exc:

@@ -310,7 +310,17 @@ def read_reference_profile(tracking_uri: str, model: str, version: str) -> Any:
     if not uri:
         return None
     mlflow.set_tracking_uri(tracking_uri)
-    return Profile.from_json(mlflow.artifacts.load_text(uri))
+    import os
+
+    quiet = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # a bar per small file
+    try:
+        return Profile.from_json(mlflow.artifacts.load_text(uri))
+    finally:
+        if quiet is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = quiet
 
 
 def read_contract(tracking_uri: str, model: str, version: str) -> ServingContract:

@@ -47,9 +47,12 @@ def test_the_rows_time_is_the_only_datetime_input_or_must_be_named() -> None:
     with pytest.raises(DataError, match="not a column"):
         _time_column(CONTRACT, pd.DataFrame({"timestamp": []}), "as_of")
     two = ServingContract("m", "1", [Column("a", "datetime"), Column("b", "datetime")], [])
-    with pytest.raises(DataError, match="several datetime inputs") as err:
+    with pytest.raises(DataError, match="several time inputs") as err:
         _time_column(two, pd.DataFrame(), None)
     assert "--timestamp-column" in (err.value.hint or "")
+    text = ServingContract("m", "1", [Column("as_of", "string"), Column("x", "double")], [],
+                           constraints={"as_of": {"format": "date-time"}})  # fmt: skip
+    assert _time_column(text, pd.DataFrame({"as_of": []}), None) == "as_of"
 
 
 def test_inputs_are_read_or_refused_naming_the_file(tmp_path: Path) -> None:
