@@ -669,12 +669,13 @@ def test_an_incompatible_challenger_is_refused_naming_the_fields(
     served: str, platform: Platform, spend: dict[str, str], client
 ) -> None:  # type: ignore[no-untyped-def]
     """The spend model registered as a version of the fraud model: nothing changes."""
-    from shipyard.contract import contract_tags, register_model
+    from shipyard.contract import REFERENCE_TAG, contract_tags, register_model
 
     from pipelines.spend.model import serving_contract
 
     registered = client.get_model_version(SPEND, spend["champion"])
     tags = {k: v for k, v in registered.tags.items() if k.startswith("shipyard.")}
+    assert tags.pop(REFERENCE_TAG).endswith("/shipyard/reference_profile.json")  # its training data
     assert tags == contract_tags(**serving_contract())
     source = registered.source
     wrong = register_model(platform.mlflow, source, MODEL, **serving_contract())
