@@ -70,3 +70,36 @@ def test_a_version_without_a_reference_is_reported_not_checked(tmp_path: Path) -
     empty = summarize("m", read_log(str(tmp_path), "m", END, END), END, END, lambda v: None,
                       defaults())  # fmt: skip
     assert empty.rows == 0 and empty.versions == []
+
+
+def test_alerts_are_posted_to_the_webhook_and_a_failing_one_is_an_error() -> None:
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    import pytest
+    from shipyard.errors import ConfigError
+    from shipyard.monitor import Check, _notify
+
+    got: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(500 if got[-1]["model"] == "broken" else 204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/alerts"
+    try:
+        _notify(url, Check("m", END - dt.timedelta(hours=1), END, 10, run_id="r1"))
+        assert got[0] == {"model": "m", "window": [(END - dt.timedelta(hours=1)).isoformat(),
+                                                   END.isoformat()], "alerts": [], "run_id": "r1"}  # fmt: skip
+        with pytest.raises(ConfigError, match="webhook"):
+            _notify(url, Check("broken", END, END, 0))
+    finally:
+        server.shutdown()
