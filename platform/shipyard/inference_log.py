@@ -24,6 +24,7 @@ holds first.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import threading
 import time
@@ -254,8 +255,8 @@ class InferenceLog:
         }  # fmt: skip
         inputs = dict.fromkeys(k for b, _ in kept for k in b.columns)
         for key in dict.fromkeys(k for r in rows for k in r):
-            if key not in inputs and key not in data:
-                data[key] = [r.get(key) for r in rows]
+            if key not in inputs and key not in data:  # a field the client sent: a scalar
+                data[key] = [_scalar(r.get(key)) for r in rows]
         for name in inputs:
             if name not in data:
                 data[name] = _concat([_pick(b.columns.get(name), len(b.rows), pick)
@@ -323,6 +324,14 @@ class InferenceLog:
             log.warning("%s/%s: %s", self.model, self.variant, message)
 
 
+def _scalar(value: Any) -> Any:
+    """A request field as one column value: an object or a list (a field the contract
+    leaves open, as an id may be) as its JSON text, so that every file types it alike."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return value
+
+
 def _pick(values: Any, n: int, pick: Any) -> Any:
     """One batch's column (an array, a Series, None when absent), sampled rows only."""
     if values is None:
@@ -366,11 +375,15 @@ def read_log(uri: str, model: str, start: dt.datetime | None = None,
     dataset = ds.dataset(base, filesystem=filesystem, format="parquet", partitioning="hive")
     # a model's columns may be all null in one file (every record of a flush failed) and
     # typed in another: read them with the schema that holds them all
-    schemas = [f.physical_schema for f in dataset.get_fragments()]
+    fragments = list(dataset.get_fragments())
+    schemas = [f.physical_schema for f in fragments]
     if len(schemas) > 1:
         import pyarrow as pa
 
-        unified = pa.unify_schemas(schemas, promote_options="permissive")
+        try:
+            unified = pa.unify_schemas(schemas, promote_options="permissive")
+        except (pa.ArrowTypeError, pa.ArrowInvalid):  # one column typed two ways: as text
+            return _read_apart(fragments, start, end, columns)
         for field_ in dataset.schema:
             if unified.get_field_index(field_.name) < 0:
                 unified = unified.append(field_)  # the partition column
@@ -384,11 +397,43 @@ def read_log(uri: str, model: str, start: dt.datetime | None = None,
             term = getattr(ds.field("served_at"), f"__{op}__")(stamp.to_pydatetime())
             expr = term if expr is None else expr & term
     table = dataset.to_table(filter=expr, columns=columns)
-    frame = table.to_pandas()
+    return _ordered(table.to_pandas(), columns)
+
+
+def _ordered(frame: pd.DataFrame, columns: list[str] | None) -> pd.DataFrame:
     if "date" in frame.columns and (columns is None or "date" not in columns):
         frame = frame.drop(columns="date")
     return frame.sort_values(["served_at", "log_id"] if "log_id" in frame else ["served_at"],
                              kind="stable").reset_index(drop=True)  # fmt: skip
+
+
+def _read_apart(fragments: list[Any], start: Any, end: Any, columns: list[str] | None) -> pd.DataFrame:  # fmt: skip
+    """Files whose columns disagree on a type (written before a field's values were
+    made text): each read alone, a column typed two ways as text, then joined."""
+    tables = [f.to_table(columns=columns) for f in fragments]
+    types: dict[str, set[str]] = {}
+    for table in tables:
+        for field_ in table.schema:
+            if str(field_.type) != "null":
+                types.setdefault(field_.name, set()).add(str(field_.type))
+    mixed = [c for c, kinds in types.items() if len(kinds) > 1]
+    parts = [t.to_pandas() for t in tables]
+    for part in parts:
+        for col in mixed:
+            if col in part.columns:
+                part[col] = [None if v is None or v is np.nan else
+                             json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v)
+                             for v in part[col]]  # fmt: skip
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(META))
+    stamps = frame["served_at"]
+    keep = pd.Series(True, index=frame.index)
+    if start is not None:
+        keep &= stamps >= pd.Timestamp(start).tz_convert("UTC") if pd.Timestamp(start).tzinfo \
+            else stamps >= pd.Timestamp(start, tz="UTC")  # fmt: skip
+    if end is not None:
+        keep &= stamps < pd.Timestamp(end).tz_convert("UTC") if pd.Timestamp(end).tzinfo \
+            else stamps < pd.Timestamp(end, tz="UTC")  # fmt: skip
+    return _ordered(frame[keep], columns)
 
 
 def register_source(store: Any, uri: str, model: str) -> str:

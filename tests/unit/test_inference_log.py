@@ -170,3 +170,34 @@ def test_files_whose_columns_are_all_null_read_with_the_others(tmp_path: Path) -
     out = read_log(str(tmp_path / "log"), "fraud-detector")
     assert list(out["status"]) == [500, 500, 200, 200]
     assert out["fraud_probability"].isna().tolist() == [True, True, False, False]
+
+
+def test_a_request_field_of_objects_is_text_and_any_old_mixed_files_still_read(
+    tmp_path: Path,
+) -> None:
+    """A field the contract leaves open (an id) may come as an object: its JSON text, so
+    every file types it alike; files written with two types of a column read as text."""
+    log = _log(tmp_path)
+    odd = _batch(1)
+    odd["rows"][0]["transaction_id"] = {"": 5}
+    log.add(**odd)
+    log.flush()
+    log.add(**_batch(1, start=1))
+    log.flush()
+    out = read_log(str(tmp_path / "log"), "fraud-detector")
+    assert list(out["transaction_id"]) == ['{"": 5}', "t1"]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "log" / "fraud-detector" / "date=2026-12-05"
+    first = next(folder.glob("*000001.parquet"))
+    table = pq.ParquetFile(first).read()  # the file alone, no partition column
+    i = table.schema.get_field_index("transaction_id")
+    pq.write_table(table.set_column(i, "transaction_id", pa.array([{"x": 5}])), first)
+    since = dt.datetime(2026, 12, 5, 1, 0, 1, tzinfo=dt.UTC)
+    mixed = read_log(str(tmp_path / "log"), "fraud-detector", start=since)
+    assert list(mixed["transaction_id"]) == ["t1"]
+    assert list(read_log(str(tmp_path / "log"), "fraud-detector")["transaction_id"]) == [
+        '{"x": 5}',
+        "t1",
+    ]
