@@ -113,7 +113,9 @@ def check(settings: Settings, model: str, *, end: dt.datetime | None = None,
     """Check the model's last ``hours`` of traffic (default: ``monitor.window_hours``)
     up to ``end`` (default: now); ``record``: log it to MLflow and notify the webhook."""
     from shipyard.contract import read_reference_profile
+    from shipyard.registry import check_server
 
+    check_server(settings.tracking_uri)  # profiles and records live there: one clear error
     start, end = window(end, hours or settings.monitor.window_hours)
     rows = read_log(settings.inference_log_uri, model, start, end)
     profiles: dict[str, Profile | None] = {}
