@@ -24,6 +24,7 @@ holds first.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import threading
@@ -48,7 +49,9 @@ __all__ = [
 log = logging.getLogger("ray.serve")
 
 
+@functools.cache
 def _meta_types() -> dict[str, Any]:
+    """The meta columns' Arrow types (one dict, built once)."""
     import pyarrow as pa
 
     return {"log_id": pa.string(), "served_at": pa.timestamp("us", tz="UTC"),
@@ -72,9 +75,6 @@ class LogConfig(BaseModel):
     sample_rate: float = Field(default=1.0, gt=0, le=1, description="share of records logged")
     flush_interval_s: float = Field(default=5.0, gt=0, le=3600)
     max_buffered_rows: int = Field(default=100_000, ge=1)
-
-
-_META_TYPES: dict[str, Any] = {}
 
 
 @dataclass
@@ -130,8 +130,7 @@ class InferenceLog:
         import pyarrow.parquet  # noqa: F401
         from pyarrow import fs
 
-        global _META_TYPES
-        _META_TYPES = _META_TYPES or _meta_types()
+        _meta_types()
         self._fs, self._base = fs.FileSystem.from_uri(log_path(self.config.uri, self.model))
         self._local = isinstance(self._fs, fs.LocalFileSystem)
         self._lock = threading.Lock()
@@ -268,7 +267,7 @@ class InferenceLog:
         arrays, names = [], []
         for name, values in data.items():
             names.append(name)
-            arrays.append(_arrow(values, _META_TYPES.get(name)))
+            arrays.append(_arrow(values, _meta_types().get(name)))
         return pa.Table.from_arrays(arrays, names=names)
 
     def _write(self, table: Any) -> int:
