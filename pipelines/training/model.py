@@ -60,7 +60,8 @@ def input_columns() -> list[str]:
 def serving_contract() -> dict[str, Any]:
     """How the platform serves a model on these inputs, registered with each version
     (``shipyard.contract.register_model``): the feature service joined online by the
-    customer and merchant, the request fields and their domain, sticky per customer."""
+    customer and merchant, the request fields and their domain, sticky per customer,
+    and where the true outcomes arrive (for the live-quality monitor)."""
     from pipelines.features.repo import FEATURE_SERVICE
     from pipelines.features.validate import CATEGORIES, MAX_AMOUNT
 
@@ -78,6 +79,14 @@ def serving_contract() -> dict[str, Any]:
             "category": {"one_of": sorted(CATEGORIES)},
             "country": {"pattern": "[A-Z]{2}"},
             "timestamp": {"format": "date-time"},
+        },
+        # the chargebacks: the raw transactions, each labelled days after it happened
+        "labels": {
+            "source": "raw/transactions",
+            "key": "transaction_id",
+            "label": "is_fraud",
+            "available_at": "label_available_at",
+            "score": "fraud_probability",
         },
     }
 

@@ -33,6 +33,8 @@ _window = [
     click.option("--hours", type=click.FloatRange(min=0.01), default=None,
                  help="the window's length (default: monitor.window_hours)"),
     click.option("--end", default=None, help="the window's end, ISO time (default: now)"),
+    click.option("--labels-as-of", default=None,
+                 help="live quality on the labels known by this ISO time (default: now)"),
     click.option("--json", "as_json", is_flag=True, help="print JSON"),
 ]  # fmt: skip
 
@@ -47,12 +49,15 @@ def _options(f: Any) -> Any:
 @click.argument("model")
 @_options
 @click.pass_obj
-def check_cmd(obj: Any, model: str, hours: float | None, end: str | None, as_json: bool) -> None:
-    """Check MODEL's recent traffic against each served version's reference profile;
-    log it to MLflow. Exit code 3 when it raises an alert (for a scheduler)."""
+def check_cmd(obj: Any, model: str, hours: float | None, end: str | None,
+              labels_as_of: str | None, as_json: bool) -> None:  # fmt: skip
+    """Check MODEL's recent traffic against each served version's reference profile
+    and the labels known so far; log it to MLflow. Exit code 10 when it raises an
+    alert (for a scheduler; errors exit 1-5)."""
     from shipyard.monitor import ALERT_EXIT_CODE, check
 
-    result = check(obj.settings, model, end=_when(end), hours=hours, record=True)
+    result = check(obj.settings, model, end=_when(end), hours=hours, record=True,
+                   labels_as_of=_when(labels_as_of))  # fmt: skip
     _show(result, as_json, obj.settings)
     if result.alerts:
         raise click.exceptions.Exit(ALERT_EXIT_CODE)
@@ -62,12 +67,14 @@ def check_cmd(obj: Any, model: str, hours: float | None, end: str | None, as_jso
 @click.argument("model")
 @_options
 @click.pass_obj
-def status_cmd(obj: Any, model: str, hours: float | None, end: str | None, as_json: bool) -> None:
-    """MODEL's recent traffic per version and variant, its drift, and its last recorded
-    check (nothing is logged)."""
+def status_cmd(obj: Any, model: str, hours: float | None, end: str | None,
+               labels_as_of: str | None, as_json: bool) -> None:  # fmt: skip
+    """MODEL's recent traffic per version and variant, its drift, its live quality on
+    the labels known so far, and its last recorded check (nothing is logged)."""
     from shipyard.monitor import check, last_check
 
-    result = check(obj.settings, model, end=_when(end), hours=hours, record=False)
+    result = check(obj.settings, model, end=_when(end), hours=hours, record=False,
+                   labels_as_of=_when(labels_as_of))  # fmt: skip
     _show(result, as_json, obj.settings, last_check(obj.settings, model))
 
 
@@ -104,6 +111,7 @@ def _show(result: Any, as_json: bool, settings: Any, last: dict[str, Any] | None
             click.echo(f"    prediction drift: {'yes' if d.prediction_drift else 'no'}")
             for issue in d.quality_issues:
                 click.echo(f"    quality: {issue}")
+        _show_quality(v)
     click.echo("  alerts: " + ("; ".join(result.alerts) if result.alerts else "none"))
     if result.run_id:
         click.echo(f"  logged to MLflow ({settings.tracking_uri}): experiment "
@@ -111,6 +119,28 @@ def _show(result: Any, as_json: bool, settings: Any, last: dict[str, Any] | None
     if last is not None:
         click.echo(f"  last recorded check: {last.get('at') or 'none'}; alerts: "
                    f"{last.get('alerts') or 'none'}")  # fmt: skip
+
+
+_NAMES = {"pr_auc": "PR AUC", "roc_auc": "ROC AUC", "brier": "Brier", "ece": "ECE",
+          "r2": "R2", "mae": "MAE", "rmse": "RMSE"}  # fmt: skip
+
+
+def _show_quality(v: Any) -> None:
+    if not v.quality:
+        click.echo(f"    live quality: {v.quality_note or 'no answered records'}")
+        return
+    click.echo(f"    live quality, labels known by {v.quality[0].as_of[:16]}: {v.quality_note}")
+    for q in v.quality:
+        shown = ", ".join(f"{_NAMES[k]} {val:.3f}" for k, val in q.metrics.items()
+                          if k in _NAMES and val is not None)  # fmt: skip
+        line = (f"      {q.variant}: {q.labelled:,} of {q.answered:,} answers labelled "
+                f"({q.coverage:.1%})" + (f"; {shown}" if shown else ""))  # fmt: skip
+        if q.gate_metric and q.gate_floor is not None and q.conclusive:
+            verdict = "BELOW" if q.below_floor else "above"
+            line += f"; {verdict} the gate's floor ({q.gate_metric} {q.gate_floor:.3f})"
+        click.echo(line)
+        if q.note:
+            click.echo(f"        {q.note}")
 
 
 @click.command()

@@ -16,6 +16,8 @@ The contract is read from the registry, never from Shipyard's code:
   ``shipyard.sticky_key``           the request field a canary split sticks on
   ``shipyard.id_field``             a request field echoed back in each answer
   ``shipyard.constraints``          per-field checks beyond the type (JSON)
+  ``shipyard.labels``               where the true outcomes arrive, late (JSON,
+                                    :class:`LabelSpec`): the live-quality monitor
   ================================  =================================================
 
 A version registered without them has no online features and a per-request split:
@@ -33,7 +35,9 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shipyard.errors import ConfigError
 
@@ -41,11 +45,13 @@ __all__ = [
     "CONSTRAINT_KEYS",
     "REFERENCE_TAG",
     "Column",
+    "LabelSpec",
     "ServingContract",
     "check_challenger",
     "compatibility",
     "contract_from",
     "contract_tags",
+    "label_spec",
     "log_reference_profile",
     "read_contract",
     "read_reference_profile",
@@ -72,6 +78,26 @@ class Column:
     required: bool = True
 
 
+class LabelSpec(BaseModel):
+    """Where a model's true outcomes arrive (often days late: a chargeback, a sale) and
+    how a served answer meets its own, for the live-quality monitor
+    (``shipyard.quality``): a table (parquet file or folder; a relative path is under
+    the data root, ``monitor.label_sources`` overrides it per model) whose ``key``
+    column holds the request field of the same name, ``label`` the outcome and
+    ``available_at`` when it became known (absent: known at once). ``score`` is the
+    output held against it: a probability of the positive class (``task`` binary) or
+    a predicted value (regression)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    label: str = Field(min_length=1)
+    score: str = Field(min_length=1)
+    available_at: str | None = None
+    task: Literal["binary", "regression"] = "binary"
+
+
 @dataclass
 class ServingContract:
     """Everything the serving path knows of one registered version."""
@@ -86,6 +112,7 @@ class ServingContract:
     sticky_key: str | None = None
     id_field: str | None = None
     constraints: dict[str, dict[str, Any]] = field(default_factory=dict)
+    labels: LabelSpec | None = None
 
 
 def _schema_columns(schema: Any, what: str, *, outputs: bool = False) -> list[Column]:
@@ -147,8 +174,27 @@ def contract_from(
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{model} version {version}: tag {TAG}constraints is not JSON: "
                               f"{exc}") from None  # fmt: skip
+    raw = tags.get(f"{TAG}labels")
+    if raw:
+        contract.labels = label_spec(raw, f"{model} version {version}: tag {TAG}labels")
     _check(contract)
     return contract
+
+
+def label_spec(value: Any, where: str) -> LabelSpec:
+    """A :class:`LabelSpec` from its JSON text or a mapping; a bad one is a ConfigError."""
+    try:
+        if isinstance(value, LabelSpec):
+            return value
+        if isinstance(value, str):
+            return LabelSpec.model_validate_json(value)
+        return LabelSpec.model_validate(value)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}"
+                             for e in exc.errors())  # fmt: skip
+        raise ConfigError(f"{where} is invalid: {problems}",
+                          hint="labels take source, key, label, score, and optionally "
+                          "available_at and task (binary or regression)") from None  # fmt: skip
 
 
 def _check(c: ServingContract) -> None:
@@ -184,6 +230,14 @@ def _check(c: ServingContract) -> None:
     if c.sticky_key and c.sticky_key not in request:
         raise ConfigError(f"{where}: sticky key {c.sticky_key!r} is not a request field",
                           hint=f"pick one of {', '.join(sorted(request))}")  # fmt: skip
+    if c.labels is not None:
+        if c.labels.key not in request:
+            raise ConfigError(f"{where}: the labels' key {c.labels.key!r} is not a request field",
+                              hint=f"request fields: {', '.join(sorted(request))}")  # fmt: skip
+        outputs = [col.name for col in c.outputs]
+        if c.labels.score not in outputs:
+            raise ConfigError(f"{where}: the labels' score {c.labels.score!r} is not an output",
+                              hint=f"the outputs are {', '.join(outputs)}")  # fmt: skip
     if not isinstance(c.constraints, dict):
         raise ConfigError(f"{where}: constraints must map field names to checks")
     for name, checks in c.constraints.items():
@@ -213,6 +267,7 @@ def contract_tags(
     sticky_key: str | None = None,
     id_field: str | None = None,
     constraints: dict[str, dict[str, Any]] | None = None,
+    labels: LabelSpec | dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """The ``shipyard.*`` tags of a serving contract (see the module docstring)."""
     for name in [*entity_keys, *online_inputs]:
@@ -231,6 +286,9 @@ def contract_tags(
         tags[f"{TAG}id_field"] = id_field
     if constraints:
         tags[f"{TAG}constraints"] = json.dumps(constraints, sort_keys=True)
+    if labels is not None:
+        spec = label_spec(labels, "labels")
+        tags[f"{TAG}labels"] = spec.model_dump_json(exclude_none=True)
     return tags
 
 

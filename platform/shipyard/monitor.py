@@ -3,12 +3,16 @@ like what it was trained on.
 
 ``check`` reads a window of the inference log (``shipyard.inference_log``), and for
 each model version served in it holds the rows against that version's reference
-profile (``shipyard.drift``, saved at registration). Each check is logged to MLflow,
-in one monitoring run per model (experiment ``monitor.experiment``): a metric per
-window end (rows, error rate, latency, the drift share, each column's PSI) and the
-report as an artifact. Alerts (dataset drift, prediction drift, data quality) go to
-the log, to the CLI's exit code (3) for a scheduler, and to ``monitor.webhook_url``
-as JSON when one is set. ``status`` shows the latest checks and the log's traffic.
+profile (``shipyard.drift``, saved at registration) and, when the version names where
+its labels arrive, against the labels known so far (``shipyard.quality``: live PR AUC,
+ROC AUC, calibration and coverage per variant, and the gate's floor). Each check is
+logged to MLflow, in one monitoring run per model (experiment ``monitor.experiment``):
+a metric per window end (rows, error rate, latency, the drift share, each column's
+PSI), the live-quality metrics at the labels' clock (a step per day), the report and a
+plot of the quality as labels arrived. Alerts (dataset drift, prediction drift, data
+quality, live quality at or below the gate's floor) go to the log, to the CLI's exit
+code (:data:`ALERT_EXIT_CODE`) for a scheduler, and to ``monitor.webhook_url`` as JSON
+when one is set. ``status`` shows the same without recording it, and the last check.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ import pandas as pd
 from shipyard.drift import DriftReport, Profile, compare
 from shipyard.errors import ConfigError
 from shipyard.inference_log import read_log
+from shipyard.quality import Quality
 from shipyard.settings import Settings
 
 __all__ = ["ALERT_EXIT_CODE", "Check", "VersionCheck", "check", "last_check", "summarize", "window"]
 
 log = logging.getLogger(__name__)
-ALERT_EXIT_CODE = 3
+#: The CLI's exit code when a check raises an alert: none of the error codes (1-5) use it.
+ALERT_EXIT_CODE = 10
 
 
 @dataclass
@@ -46,10 +52,16 @@ class VersionCheck:
     latency_p95_ms: float | None
     drift: DriftReport | None  # None: registered without a reference profile
     note: str = ""
+    quality: list[Quality] = field(default_factory=list)  # per variant, on its labels
+    quality_note: str = ""
 
     @property
     def alerts(self) -> list[str]:
-        return [f"version {self.version}: {a}" for a in (self.drift.alerts if self.drift else [])]
+        found = [
+            *(self.drift.alerts if self.drift else []),
+            *(a for q in self.quality for a in q.alerts),
+        ]
+        return [f"version {self.version}: {a}" for a in found]
 
 
 @dataclass
@@ -70,6 +82,7 @@ class Check:
         doc["start"], doc["end"] = self.start.isoformat(), self.end.isoformat()
         for v, version in zip(doc["versions"], self.versions, strict=True):
             v["alerts"] = version.alerts
+            v["quality"] = [q.to_dict() for q in version.quality]
             if version.drift is not None:
                 v["drift"]["alerts"] = version.drift.alerts
         doc["alerts"] = self.alerts
@@ -109,9 +122,11 @@ def summarize(model: str, rows: pd.DataFrame, start: dt.datetime, end: dt.dateti
 
 
 def check(settings: Settings, model: str, *, end: dt.datetime | None = None,
-          hours: float | None = None, record: bool = True) -> Check:  # fmt: skip
+          hours: float | None = None, record: bool = True,
+          labels_as_of: dt.datetime | None = None) -> Check:  # fmt: skip
     """Check the model's last ``hours`` of traffic (default: ``monitor.window_hours``)
-    up to ``end`` (default: now); ``record``: log it to MLflow and notify the webhook."""
+    up to ``end`` (default: now), its live quality on the labels known by
+    ``labels_as_of`` (default: now); ``record``: log it to MLflow and notify the webhook."""
     from shipyard.contract import read_reference_profile
     from shipyard.registry import check_server
 
@@ -126,6 +141,9 @@ def check(settings: Settings, model: str, *, end: dt.datetime | None = None,
         return profiles[version]
 
     result = summarize(model, rows, start, end, profile_for, settings)
+    clock = labels_as_of or dt.datetime.now(dt.UTC)
+    clock = clock if clock.tzinfo else clock.replace(tzinfo=dt.UTC)
+    _live_quality(settings, result, rows, clock)
     if record:
         result.run_id = _record(settings, result)
         for alert in result.alerts:
@@ -133,6 +151,38 @@ def check(settings: Settings, model: str, *, end: dt.datetime | None = None,
         if result.alerts and settings.monitor.webhook_url:
             _notify(settings.monitor.webhook_url, result)
     return result
+
+
+def _live_quality(settings: Settings, result: Check, rows: pd.DataFrame,
+                  clock: dt.datetime) -> None:  # fmt: skip
+    """Each version's quality on the labels known by ``clock``, where its registration
+    says where they arrive (``shipyard.labels``); its gate from its ``gate.*`` tags."""
+    from mlflow import MlflowClient
+
+    from shipyard.contract import TAG, label_spec
+    from shipyard.quality import assess, read_labels, resolve_source
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    labels: dict[tuple[str, str], pd.DataFrame] = {}
+    for v in result.versions:
+        tags = client.get_model_version(result.model, v.version).tags or {}
+        raw = tags.get(f"{TAG}labels")
+        if not raw:
+            v.quality_note = ("registered without a label source: no live quality (register "
+                              "with labels=LabelSpec(...), shipyard.contract)")  # fmt: skip
+            continue
+        spec = label_spec(raw, f"{result.model} version {v.version}: tag {TAG}labels")
+        uri = resolve_source(spec, result.model, settings.data_root, settings.monitor.label_sources)
+        part = rows[rows["model_version"].astype(str) == v.version]
+        cache = (uri, spec.model_dump_json())
+        if cache not in labels:
+            keys = rows[spec.key].dropna().unique() if spec.key in rows.columns else []
+            labels[cache] = read_labels(uri, spec, keys)
+        floor = tags.get("gate.floor")
+        gate = (tags.get("gate.metric") or None, float(floor) if floor else None)
+        v.quality = assess(part, labels[cache], spec, clock, version=v.version, gate=gate,
+                           min_labels=settings.monitor.quality_min_labels)  # fmt: skip
+        v.quality_note = f"labels from {uri} ({spec.label} by {spec.key})"
 
 
 def _find_run(client: Any, exp_id: str, model: str) -> Any:
@@ -190,14 +240,66 @@ def _record(settings: Settings, result: Check) -> str:
             for c in v.drift.columns:
                 if c.psi is not None:
                     metrics[f"{p}psi.{c.name}"] = c.psi
-    client.log_batch(run_id, metrics=[Metric(_metric_name(k), float(val), at, step)
-                                      for k, val in metrics.items()])  # fmt: skip
+    batch = [Metric(_metric_name(k), float(val), at, step) for k, val in metrics.items()]
+    quality = [q for v in result.versions for q in v.quality]
+    if quality:
+        clock = pd.Timestamp(quality[0].as_of)
+        q_at, q_step = int(clock.timestamp() * 1000), int(clock.timestamp() // 86400)
+        for q in quality:
+            p = f"v{q.version}.{q.variant}.live_"
+            values = {"coverage": q.coverage, "labelled": q.labelled, **q.metrics}
+            batch += [Metric(_metric_name(p + k), float(val), q_at, q_step)
+                      for k, val in values.items() if val is not None]  # fmt: skip
+    client.log_batch(run_id, metrics=batch)
     stamp = result.end.strftime("%Y%m%dT%H%M%SZ")
     client.log_text(run_id, json.dumps(result.to_dict(), indent=1, default=str),
                     f"checks/{stamp}.json")  # fmt: skip
+    if any(q.daily for q in quality):
+        _plot_quality(client, run_id, result.model, quality, f"quality/{stamp}.png")
     client.set_tag(run_id, "shipyard.monitor.alerts", "; ".join(result.alerts)[:4000] or "none")
     client.set_tag(run_id, "shipyard.monitor.last_check", result.end.isoformat())
     return run_id
+
+
+def _plot_quality(client: Any, run_id: str, model: str, quality: list[Quality], path: str) -> None:
+    """Each variant's gate metric (or PR AUC / R²) and label coverage as of each day."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    try:
+        for q in quality:
+            if not q.daily:
+                continue
+            days = [pd.Timestamp(d["as_of"]) for d in q.daily]
+            key = _plotted(q)
+            top.plot(days, [d.get(key) for d in q.daily], marker=".",
+                     label=f"v{q.version} {q.variant} {key}")  # fmt: skip
+            bottom.plot(days, [d["coverage"] for d in q.daily], marker=".",
+                        label=f"v{q.version} {q.variant}")  # fmt: skip
+            if q.gate_floor is not None and key == _plotted(q, gate_only=True):
+                top.axhline(q.gate_floor, linestyle="--", color="grey")
+        top.set(
+            title=f"{model}: live quality as labels arrived", ylabel="metric (gate floor dashed)"
+        )
+        bottom.set(xlabel="labels known by", ylabel="label coverage")
+        top.legend(fontsize="small")
+        bottom.legend(fontsize="small")
+        fig.autofmt_xdate()
+        client.log_figure(run_id, fig, path)
+    finally:
+        plt.close(fig)
+
+
+def _plotted(q: Quality, gate_only: bool = False) -> str | None:
+    from shipyard.quality import GATE_METRICS
+
+    key = GATE_METRICS.get(q.gate_metric or "")
+    if key or gate_only:
+        return key
+    return "pr_auc" if "pr_auc" in q.metrics else "r2"
 
 
 def _metric_name(name: str) -> str:

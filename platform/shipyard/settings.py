@@ -174,6 +174,17 @@ class MonitorSettings(BaseModel):
         default=24.0, gt=0, le=24 * 366, description="the traffic a `monitor check` looks at"
     )
     drift: DriftThresholds = Field(default_factory=DriftThresholds)
+    label_sources: dict[str, str] = Field(
+        default_factory=dict,
+        description="per model, where its labels are (a parquet file or folder, relative to "
+        "the data root or absolute, or an object store URI); overrides the source its "
+        "versions registered (shipyard.contract.LabelSpec)",
+    )
+    quality_min_labels: int = Field(
+        default=200,
+        ge=1,
+        description="labelled answers a variant needs before its live quality can alert",
+    )
     experiment: str = Field(
         default="shipyard-monitoring",
         min_length=1,

@@ -559,26 +559,57 @@ def _logged_as_answered(platform: Platform, answers: list[dict]) -> None:
     assert (got["latency_ms"] > 0).all()
 
 
+def _plant_labels(platform: Platform, log: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
+    """Labels for the served transactions, as chargebacks arrive: a noisy function of
+    the score (both classes, an imperfect model), known over the next ten days; a fifth
+    never labelled."""
+    rng = np.random.default_rng(5)
+    ids = log.drop_duplicates("transaction_id")
+    ids = ids[ids["status"] == 200]
+    noisy = ids["fraud_probability"].to_numpy() + rng.normal(0, 0.05, len(ids))
+    labels = pd.DataFrame({
+        "transaction_id": ids["transaction_id"].to_numpy(),
+        "is_fraud": noisy > np.quantile(noisy, 0.8),
+        "label_available_at": now + pd.to_timedelta(rng.uniform(0, 10, len(ids)), "D"),
+    })[rng.random(len(ids)) < 0.8]  # fmt: skip
+    (platform.root / "labels").mkdir(exist_ok=True)
+    labels.to_parquet(platform.root / "labels" / "fraud.parquet", index=False)
+    return labels
+
+
 def test_monitor_check_reports_the_served_traffic_and_records_it(
     served: str, platform: Platform, versions: dict[str, str], client
 ) -> None:  # type: ignore[no-untyped-def]
     """After the canary: `monitor check` over the last hour counts what the log holds
     per version and variant, computes each version's drift against its own training
-    profile (the same report as shipyard.drift on the same rows), logs it to MLflow, and
-    its exit code says whether it alerted."""
+    profile (the same report as shipyard.drift on the same rows) and its live quality on
+    the labels known by the clock (the same as sklearn on a join made here), logs it to
+    MLflow, and its exit code says whether it alerted."""
     from shipyard.contract import read_reference_profile
     from shipyard.drift import compare
     from shipyard.inference_log import read_log
+    from shipyard.monitor import ALERT_EXIT_CODE
+    from sklearn.metrics import average_precision_score
 
-    result = platform.run("monitor", "check", MODEL, "--hours", "1", "--json")
-    assert result.returncode in (0, 3), result.stdout[-2000:] + result.stderr[-2000:]
+    now = pd.Timestamp.now(tz="UTC")
+    labels = _plant_labels(platform, read_log(str(platform.root / "inference-log"), MODEL), now)
+    clock = (now + pd.Timedelta(days=5)).isoformat()
+    # the healthy version's gate floor, as if its gate had asked for near-perfect PR AUC
+    client.set_model_version_tag(MODEL, versions["healthy"], "gate.metric", "PR AUC")
+    client.set_model_version_tag(MODEL, versions["healthy"], "gate.floor", "0.999")
+    env = platform.env | {"SHIPYARD_MONITOR__LABEL_SOURCES":
+                          json.dumps({MODEL: str(platform.root / "labels" / "fraud.parquet")})}  # fmt: skip
+    result = platform.run_env(env, "monitor", "check", MODEL, "--hours", "1", "--json",
+                              "--labels-as-of", clock)  # fmt: skip
+    assert result.returncode in (0, ALERT_EXIT_CODE), result.stdout[-2000:] + result.stderr[-2000:]
     doc = json.loads(result.stdout)
-    assert (result.returncode == 3) == bool(doc["alerts"])
+    assert (result.returncode == ALERT_EXIT_CODE) == bool(doc["alerts"])
     log = read_log(str(platform.root / "inference-log"), MODEL,
                    pd.Timestamp(doc["start"]), pd.Timestamp(doc["end"]))  # fmt: skip
     assert doc["rows"] == len(log) > 2000
     by_version = {v["version"]: v for v in doc["versions"]}
     assert set(by_version) == {versions["champion"], versions["healthy"]}
+    known = labels[labels["label_available_at"] <= pd.Timestamp(clock)]
     for version, part in log.groupby("model_version"):
         got = by_version[version]
         assert got["by_variant"] == part["variant"].value_counts().to_dict()
@@ -586,15 +617,34 @@ def test_monitor_check_reports_the_served_traffic_and_records_it(
         expected = compare(profile, part[part["status"] == 200])
         assert got["drift"]["drift_share"] == pytest.approx(expected.drift_share)
         assert got["drift"]["drifted_features"] == expected.drifted_features
+        quality = {q["variant"]: q for q in got["quality"]}
+        assert set(quality) == set(part.loc[part["status"] == 200, "variant"])
+        for variant, q in quality.items():
+            mine = part[(part["variant"] == variant) & (part["status"] == 200)]
+            joined = mine.merge(known, on="transaction_id")
+            assert (q["answered"], q["labelled"]) == (len(mine), len(joined))
+            if joined["is_fraud"].nunique() == 2:
+                assert q["metrics"]["pr_auc"] == pytest.approx(
+                    average_precision_score(joined["is_fraud"], joined["fraud_probability"])
+                )
+        if version == versions["healthy"]:
+            conclusive = [q for q in quality.values() if q["conclusive"]]
+            assert conclusive and all(q["alerts"] for q in conclusive)
+            assert result.returncode == ALERT_EXIT_CODE
     run = client.get_run(doc["run_id"])
     assert run.data.tags["shipyard.monitor.model"] == MODEL
     assert run.data.metrics["rows"] == len(log)
     assert f"v{versions['healthy']}.drift_share" in run.data.metrics
-    status = platform.run("monitor", "status", MODEL, "--hours", "1")
+    assert f"v{versions['healthy']}.stable.live_coverage" in run.data.metrics
+    assert any(
+        a.path.startswith("quality/") for a in client.list_artifacts(doc["run_id"], "quality")
+    )
+    status = platform.run_env(env, "monitor", "status", MODEL, "--hours", "1")
     assert status.returncode == 0, status.stderr
     assert (
         f"version {versions['healthy']}:" in status.stdout
         and "last recorded check" in status.stdout
+        and "answers labelled" in status.stdout
     )
     bad = platform.run("monitor", "check", MODEL, "--end", "yesterday")
     assert bad.returncode == 2 and "not an ISO time" in bad.stderr

@@ -95,6 +95,11 @@ def test_contract_from_signature_and_tags(price: ServingContract) -> None:
         (ModelSignature(Schema([ColSpec("long", "n", required=False)])), {}, "log them as double"),
         (PRICE_SIGNATURE, contract_tags(feature_service="x", entity_keys=["k"],
                                         online_inputs=["rooms"]), "log them as double"),
+        (PRICE_SIGNATURE, contract_tags(labels={"source": "l", "key": "ghost", "label": "y",
+                                                "score": "price"}), "key 'ghost' is not a request"),
+        (PRICE_SIGNATURE, contract_tags(labels={"source": "l", "key": "sqft", "label": "y",
+                                                "score": "nope"}), "score 'nope' is not an output"),
+        (PRICE_SIGNATURE, {"shipyard.labels": '{"source": "l", "key": "sqft"}'}, "label: Field"),
     ],
 )  # fmt: skip
 def test_inconsistent_contracts_are_refused_with_the_fix(signature: Any, tags: dict, word: str) -> None:  # fmt: skip
@@ -174,6 +179,14 @@ def test_fraud_contract_keeps_its_domain_checks(fraud: ServingContract) -> None:
                                  "customer_id": 42, "merchant_id": ""})  # fmt: skip
     assert {e["field"] for e in errors} == {"amount", "category", "country", "customer_id",
                                             "merchant_id"}  # fmt: skip
+
+
+def test_the_fraud_contract_names_its_late_labels(fraud: ServingContract) -> None:
+    assert fraud.labels is not None and fraud.labels.key == fraud.id_field == "transaction_id"
+    assert (fraud.labels.label, fraud.labels.score, fraud.labels.task) == (
+        "is_fraud", "fraud_probability", "binary")  # fmt: skip
+    with pytest.raises(ConfigError, match="task"):
+        contract_tags(labels={"source": "l", "key": "k", "label": "y", "score": "s", "task": "rank"})
 
 
 def test_predict_body_forms() -> None:
