@@ -62,6 +62,10 @@ def up(obj: _Ctx, workers: int | None) -> None:
     for name in state.already_running:
         _say(f"{name} is already running (pid {state.components[name].pid})")
     _print_addresses(state.dashboard_url, state.mlflow_url)
+    from shipyard.local import metrics_discovery_file
+
+    click.echo(f"Prometheus:     {metrics_discovery_file(obj.settings)}  (file_sd_configs: "
+               "every Ray node's metrics, Shipyard's included)")  # fmt: skip
     click.echo(f"state: {obj.settings.run_dir / 'platform.json'}  "
                f"({time.monotonic() - began:.1f}s)")  # fmt: skip
 

@@ -23,7 +23,15 @@ from shipyard import _process
 from shipyard.errors import ComponentStartError, PlatformError, PortInUseError
 from shipyard.settings import Settings
 
-__all__ = ["Component", "ComponentStatus", "PlatformState", "down", "status", "up"]
+__all__ = [
+    "Component",
+    "ComponentStatus",
+    "PlatformState",
+    "down",
+    "metrics_discovery_file",
+    "status",
+    "up",
+]
 
 Progress = Callable[[str], None]
 
@@ -252,6 +260,12 @@ def _start_head(settings: Settings, progress: Progress) -> Component:
         log=str(log),
         ports={"gcs": r.head_port, "dashboard": r.dashboard_port},
     )
+
+
+def metrics_discovery_file(settings: Settings) -> Path:
+    """Ray's Prometheus service discovery file of the local platform (for
+    ``file_sd_configs``): every node's metrics endpoint, Shipyard's metrics included."""
+    return Path(_ray_temp_dir(settings)) / "prom_metrics_service_discovery.json"
 
 
 def _ray_temp_dir(settings: Settings) -> str:

@@ -33,7 +33,18 @@ from shipyard.inference_log import read_log
 from shipyard.quality import Quality
 from shipyard.settings import Settings
 
-__all__ = ["ALERT_EXIT_CODE", "Check", "VersionCheck", "check", "last_check", "summarize", "window"]
+__all__ = [
+    "ALERT_EXIT_CODE",
+    "Check",
+    "VersionCheck",
+    "check",
+    "gauges",
+    "gauges_path",
+    "last_check",
+    "read_gauges",
+    "summarize",
+    "window",
+]
 
 log = logging.getLogger(__name__)
 #: The CLI's exit code when a check raises an alert: none of the error codes (1-5) use it.
@@ -256,9 +267,53 @@ def _record(settings: Settings, result: Check) -> str:
                     f"checks/{stamp}.json")  # fmt: skip
     if any(q.daily for q in quality):
         _plot_quality(client, run_id, result.model, quality, f"quality/{stamp}.png")
+    _write_gauges(gauges_path(settings.inference_log_uri, result.model), gauges(result))
     client.set_tag(run_id, "shipyard.monitor.alerts", "; ".join(result.alerts)[:4000] or "none")
     client.set_tag(run_id, "shipyard.monitor.last_check", result.end.isoformat())
     return run_id
+
+
+def gauges_path(log_uri: str, model: str) -> str:
+    """Where the last recorded check's summary lies, for the routers' gauges: next to
+    the model's inference log (``_monitor/``: the log's readers skip it)."""
+    from shipyard.inference_log import log_path
+
+    return f"{log_path(log_uri, model)}/_monitor/gauges.json"
+
+
+def gauges(result: Check) -> dict[str, Any]:
+    """The check's figures that the routers export as Ray metrics."""
+    versions: dict[str, Any] = {}
+    for v in result.versions:
+        drift = v.drift.drift_share if v.drift is not None and v.drift.conclusive else None
+        quality = {q.variant: {**{k: val for k, val in q.metrics.items() if val is not None},
+                               "coverage": q.coverage} for q in v.quality}  # fmt: skip
+        versions[v.version] = {"alerts": len(v.alerts), "drift_share": drift, "quality": quality}
+    return {"at": result.end.isoformat(), "model": result.model, "versions": versions}
+
+
+def _write_gauges(path: str, doc: dict[str, Any]) -> None:
+    from pyarrow import fs
+
+    filesystem, where = fs.FileSystem.from_uri(path)
+    folder = where.rsplit("/", 1)[0]
+    filesystem.create_dir(folder, recursive=True)
+    tmp = f"{folder}/.gauges.json.tmp"
+    with filesystem.open_output_stream(tmp) as out:
+        out.write(json.dumps(doc).encode())
+    filesystem.move(tmp, where)
+
+
+def read_gauges(path: str) -> dict[str, Any] | None:
+    """The summary :func:`gauges` wrote last, or None when there is none (yet)."""
+    from pyarrow import fs
+
+    try:
+        filesystem, where = fs.FileSystem.from_uri(path)
+        with filesystem.open_input_stream(where) as src:
+            return json.loads(src.read())
+    except (FileNotFoundError, OSError, ValueError):
+        return None
 
 
 def _plot_quality(client: Any, run_id: str, model: str, quality: list[Quality], path: str) -> None:

@@ -21,11 +21,23 @@ weight only adds buckets, so a key stays on one version as a rollout advances. A
 model without a sticky key is split per request. The router counts requests,
 errors and latencies per variant and pushes them every second to the rollout
 controller (a named Ray actor) when one runs.
+
+The same loop exports them through Ray's metrics, so Prometheus scrapes them with the
+rest of Ray's (``ray_`` prefixed; the chart's Grafana dashboard shows a rollout's
+canary against stable): ``shipyard_requests{model,route,code}`` (HTTP requests by
+status class), ``shipyard_predictions{model,version,variant,outcome}`` (records: ok,
+error, shed, rejected) and ``shipyard_prediction_latency_ms{model,version,variant}``
+(a histogram). Every 30 s it also reads the last ``monitor check``'s summary next to
+the inference log (``shipyard.monitor.gauges_path``) into gauges:
+``shipyard_monitor_drift_share{model,version}``,
+``shipyard_monitor_alerts{model,version}`` and
+``shipyard_monitor_live_quality{model,version,variant,metric}``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import logging
@@ -93,30 +105,119 @@ def bucket(key: str) -> float:
 
 
 class _Window:
-    """Per-variant counts since the last report to the rollout controller."""
+    """Per-variant counts since the last report to the rollout controller, and what
+    was served since the last export to Ray's metrics."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.data: dict[str, VariantReport] = {}
         self.totals: dict[str, dict[str, int]] = {}
+        # (variant, version that answered, outcome, latency ms)
+        self.answers: list[tuple[str, str, str, float]] = []
+        self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
 
-    def record(self, variant: str, ok: bool, latency_ms: float) -> None:
+    def answered(self, variant: str, version: str, status: int, latency_ms: float) -> None:
+        """A predictor's answer: for the metrics, and for the controller unless shed (a
+        client's mistake, 422, is not the model's error)."""
+        outcome = ("ok" if status < 400 else "rejected" if status < 500
+                   else "shed" if status == 503 else "error")  # fmt: skip
         with self.lock:
-            self.data.setdefault(variant, VariantReport()).record(ok, latency_ms)
-            t = self.totals.setdefault(variant, {"requests": 0, "errors": 0})
-            t["requests"] += 1
-            t["errors"] += 0 if ok else 1
+            self.answers.append((variant, version, outcome, latency_ms))
+            if status != 503:
+                self.data.setdefault(variant, VariantReport()).record(status < 500, latency_ms)
+                t = self.totals.setdefault(variant, {"requests": 0, "errors": 0})
+                t["requests"] += 1
+                t["errors"] += 0 if status < 500 else 1
+
+    def request(self, route: str, status: int) -> None:
+        with self.lock:
+            self.requests[(route, f"{status // 100}xx")] += 1
 
     def take(self) -> dict[str, VariantReport]:
         with self.lock:
             data, self.data = self.data, {}
         return data
 
+    def take_served(self) -> tuple[list[tuple[str, str, str, float]], collections.Counter]:
+        with self.lock:
+            answers, self.answers = self.answers, []
+            requests, self.requests = self.requests, collections.Counter()
+        return answers, requests
+
+
+_ROUTES = {"/predict": "predict", "/invocations": "invocations"}
+LATENCY_BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
+GAUGES_EVERY_S = 30.0
+
+
+class _Exporter:
+    """The router's Ray metrics (see the module docstring), fed once a second from the
+    window, and the monitor's gauges, read from its summary file every 30 s."""
+
+    def __init__(self, model: str, gauges_path: str) -> None:
+        from ray.util.metrics import Counter, Gauge, Histogram
+
+        self.model, self.gauges_path = model, gauges_path
+        self.requests = Counter("shipyard_requests", description="HTTP requests to a model's "
+                                "router, by route and status class", tag_keys=("model", "route", "code"))  # fmt: skip
+        self.predictions = Counter("shipyard_predictions", description="records a predictor "
+                                   "answered: ok, error (5xx), shed (503), rejected (4xx)",
+                                   tag_keys=("model", "version", "variant", "outcome"))  # fmt: skip
+        self.latency = Histogram("shipyard_prediction_latency_ms", description="a record's "
+                                 "latency in the router, from routing to the predictor's answer",
+                                 boundaries=LATENCY_BOUNDARIES_MS,
+                                 tag_keys=("model", "version", "variant"))  # fmt: skip
+        self.drift = Gauge("shipyard_monitor_drift_share", description="share of a version's "
+                           "features drifted in the last monitor check",
+                           tag_keys=("model", "version"))  # fmt: skip
+        self.alerts = Gauge("shipyard_monitor_alerts", description="alerts the last monitor "
+                            "check raised for a version", tag_keys=("model", "version"))  # fmt: skip
+        self.quality = Gauge("shipyard_monitor_live_quality", description="a variant's quality "
+                             "on the labels known at the last monitor check (pr_auc, roc_auc, "
+                             "brier, ece, r2, mae, rmse, coverage)",
+                             tag_keys=("model", "version", "variant", "metric"))  # fmt: skip
+        self._read_at, self._seen = 0.0, None
+
+    def export(self, window: _Window) -> None:
+        answers, requests = window.take_served()
+        for (route, code), n in requests.items():
+            self.requests.inc(n, tags={"model": self.model, "route": route, "code": code})
+        counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        for variant, version, outcome, latency in answers:
+            counts[(variant, version, outcome)] += 1
+            self.latency.observe(latency, tags={"model": self.model, "variant": variant,
+                                                "version": version})  # fmt: skip
+        for (variant, version, outcome), n in counts.items():
+            self.predictions.inc(n, tags={"model": self.model, "variant": variant,
+                                          "version": version, "outcome": outcome})  # fmt: skip
+        if self.gauges_path and time.monotonic() - self._read_at > GAUGES_EVERY_S:
+            self._read_at = time.monotonic()
+            self._gauges()
+
+    def _gauges(self) -> None:
+        from shipyard.monitor import read_gauges
+
+        doc = read_gauges(self.gauges_path)
+        if doc is None or doc.get("at") == self._seen:
+            return
+        self._seen = doc.get("at")
+        for version, v in (doc.get("versions") or {}).items():
+            tags = {"model": self.model, "version": str(version)}
+            self.alerts.set(float(v.get("alerts", 0)), tags=tags)
+            if v.get("drift_share") is not None:
+                self.drift.set(float(v["drift_share"]), tags=tags)
+            for variant, metrics in (v.get("quality") or {}).items():
+                for metric, value in metrics.items():
+                    if value is not None:
+                        self.quality.set(float(value), tags={**tags, "variant": variant,
+                                                             "metric": metric})  # fmt: skip
+
 
 @serve.deployment
 class Router:
     def __init__(self, stable: DeploymentHandle, canary: DeploymentHandle, model: str,
-                 tracking_uri: str = "", online_features: bool = True) -> None:  # fmt: skip
+                 tracking_uri: str = "", online_features: bool = True,
+                 gauges_path: str = "") -> None:  # fmt: skip
         self.handles = {"stable": stable, "canary": canary}
         self.model = model
         self.tracking_uri = tracking_uri
@@ -127,6 +228,7 @@ class Router:
         self.versions: dict[str, str | None] = {"stable": None, "canary": None}
         self.schemas: dict[str, RequestSchema] = {}  # by model version
         self.window = _Window()
+        self.gauges_path = gauges_path
         self._stop = threading.Event()
         threading.Thread(target=self._report_loop, name="canary-metrics", daemon=True).start()
 
@@ -165,10 +267,12 @@ class Router:
         path = path[len(prefix) :] if prefix and path.startswith(prefix) else path
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_BODY_BYTES:
+            self.window.request("other", 413)
             return _error(413, f"the body has {int(length):,} bytes; at most {MAX_BODY_BYTES:,}")
         body = await request.body() if request.method == "POST" else b""
         status, doc = await self.respond(request.method, path, body,
                                         request.headers.get("content-type", ""))  # fmt: skip
+        self.window.request(_ROUTES.get(path, "v2" if path.startswith("/v2") else "other"), status)
         return _json(doc, status)
 
     async def respond(self, method: str, path: str, body: bytes = b"",
@@ -307,8 +411,8 @@ class Router:
             result = {"error": f"{variant} predictor failed: {type(exc).__name__}", "status": 500}
         latency = (time.perf_counter() - started) * 1000
         status = result.get("status", 200)
-        if status != 503:  # a client's mistake (422) is not the model's error
-            self.window.record(variant, status < 500, latency)
+        answered_by = result.get("model_version") or self.versions.get(variant) or ""
+        self.window.answered(variant, str(answered_by), status, latency)
         schema = self.schema(variant)
         id_field = schema.contract.id_field if schema is not None else None
         head = {id_field: row[id_field]} if id_field and row.get(id_field) is not None else {}
@@ -319,7 +423,13 @@ class Router:
         import ray
 
         controller, looked, last = None, 0.0, None
+        exporter = None
         while not self._stop.wait(1.0):
+            try:  # Ray's metrics: best effort, never in the way of the controller's reports
+                exporter = exporter or _Exporter(self.model, self.gauges_path)
+                exporter.export(self.window)
+            except Exception:  # noqa: BLE001
+                log.warning("router: exporting metrics failed", exc_info=True)
             data = self.window.take()
             if last is not None and controller is not None:
                 done, _ = ray.wait([last], timeout=0)
@@ -412,6 +522,11 @@ def build_app(args: dict[str, Any]) -> Any:
               if parsed.inference_log is not None else None}  # fmt: skip
     stable = Predictor.options(name="stable").bind(variant="stable", **common)
     canary = Predictor.options(name="canary").bind(variant="canary", **common)
+    gauges = ""
+    if parsed.inference_log is not None:
+        from shipyard.monitor import gauges_path
+
+        gauges = gauges_path(parsed.inference_log.uri, parsed.model)
     return Router.options(name="router").bind(
-        stable, canary, parsed.model, parsed.tracking_uri, parsed.online_features
+        stable, canary, parsed.model, parsed.tracking_uri, parsed.online_features, gauges
     )

@@ -375,3 +375,37 @@ def test_notes_list_every_models_endpoint() -> None:
         assert f"curl -s http://127.0.0.1:30800/{model}/healthz" in notes, notes
     hints = re.findall(r"then `shipyard deploy (\S+)@champion`", notes)
     assert hints == ["customer-spend", "churn"], notes
+
+
+def _exported_metrics() -> set[str]:
+    """The Prometheus names of the Ray metrics Shipyard's code defines (Ray adds the
+    ``ray_`` prefix, ``_total`` to counters and the histogram's series)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    names: set[str] = set()
+    for path in [root / "services/router/app.py", root / "platform/shipyard/inference_log.py"]:
+        for kind, name in re.findall(r'\b(Counter|Histogram|Gauge)\(\s*"(\w+)"', path.read_text()):
+            suffixes = {"Counter": ["_total"], "Gauge": [""],
+                        "Histogram": ["_bucket", "_count", "_sum"]}[kind]  # fmt: skip
+            names |= {f"ray_{name}{s}" for s in suffixes}
+    return names
+
+
+def test_the_grafana_dashboard_ships_for_the_sidecar_and_queries_what_is_exported() -> None:
+    cm = one(render(), "ConfigMap", "shipyard-grafana-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(cm["data"]["shipyard-models.json"])
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 10
+    used = {m for e in exprs for m in re.findall(r"\b(ray_shipyard_\w+)", e)}
+    exported = _exported_metrics()
+    assert used and used <= exported, f"queried but never exported: {sorted(used - exported)}"
+    panels = {p["title"] for p in dashboard["panels"]}
+    assert {"Error rate (5xx) by variant", "Latency p50 / p95 by variant",
+            "Drifted feature share by version", "Live quality on the labels known so far"} <= panels  # fmt: skip
+    folder = render(**{"serve.grafanaDashboard.annotations.grafana_folder": "Shipyard"})
+    cm = one(folder, "ConfigMap", "shipyard-grafana-dashboard")
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "Shipyard"}
+    off = render(**{"serve.grafanaDashboard.enabled": "false"})
+    assert not [o for o in off if o["metadata"]["name"] == "shipyard-grafana-dashboard"]

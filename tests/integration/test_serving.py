@@ -650,6 +650,75 @@ def test_monitor_check_reports_the_served_traffic_and_records_it(
     assert bad.returncode == 2 and "not an ISO time" in bad.stderr
 
 
+def _scrape(platform: Platform, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample of ``name`` on every Ray node of the platform, found through Ray's
+    Prometheus service discovery file, as Prometheus would scrape them."""
+    import re
+
+    import requests
+    from shipyard.local import metrics_discovery_file
+    from shipyard.settings import defaults
+
+    path = metrics_discovery_file(defaults(data_root=platform.root))
+    targets = [t for group in json.loads(path.read_text()) for t in group["targets"]]
+    samples = []
+    pattern = re.compile(rf"^{re.escape(name)}\{{(.*)\}} (\S+)$")
+    for target in targets:
+        try:
+            text = requests.get(f"http://{target}/metrics", timeout=10).text
+        except requests.RequestException:
+            continue  # a target of a process that ended
+        for line in text.splitlines():
+            match = pattern.match(line)
+            if match:
+                labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(1)))
+                samples.append((labels, float(match.group(2))))
+    return samples
+
+
+def _total(samples: list[tuple[dict[str, str], float]], **want: str) -> dict[tuple, float]:
+    out: dict[tuple, float] = {}
+    for labels, value in samples:
+        if all(labels.get(k) == v for k, v in want.items()):
+            key = (labels.get("version"), labels.get("variant"))
+            out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def test_ray_metrics_count_what_the_log_holds_and_carry_the_monitors_gauges(
+    served: str, platform: Platform, versions: dict[str, str]
+) -> None:
+    """Prometheus sees, through Ray's metrics, each version's and variant's answers as
+    many as the inference log holds, their latency histogram, and the last recorded
+    monitor check's drift share (the router reads it next to the log)."""
+    from shipyard.inference_log import read_log
+    from shipyard.monitor import gauges_path, read_gauges
+
+    log = read_log(str(platform.root / "inference-log"), MODEL)
+    ok = log[log["status"] == 200].groupby(["model_version", "variant"]).size()
+    expected = {k: float(v) for k, v in ok.items()}
+    gauges = read_gauges(gauges_path(str(platform.root / "inference-log"), MODEL))
+    assert gauges is not None, "the monitor test records a check first"
+    drift = {
+        v: g["drift_share"] for v, g in gauges["versions"].items() if g["drift_share"] is not None
+    }
+    deadline = time.monotonic() + 120
+    while True:  # the router exports each second, Ray's agent every few, gauges every 30 s
+        got = _total(_scrape(platform, "ray_shipyard_predictions_total"), model=MODEL, outcome="ok")
+        shares = {labels["version"]: value for labels, value in
+                  _scrape(platform, "ray_shipyard_monitor_drift_share") if labels.get("model") == MODEL}  # fmt: skip
+        if (got == expected and shares == drift) or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert got == expected
+    assert shares == pytest.approx(drift)
+    counts = _total(_scrape(platform, "ray_shipyard_prediction_latency_ms_count"), model=MODEL)
+    assert sum(counts.values()) >= sum(expected.values())  # errors and sheds have latency too
+    codes = {labels["code"] for labels, _ in _scrape(platform, "ray_shipyard_requests_total")
+             if labels.get("model") == MODEL}  # fmt: skip
+    assert {"2xx", "4xx"} <= codes  # the bad-input tests' 4xx are counted
+
+
 def test_batch_predictions_equal_online_ones_at_the_same_feature_time(
     served: str, platform: Platform, built: Built, customers: list[str], tmp_path: Path
 ) -> None:

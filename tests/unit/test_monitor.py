@@ -103,3 +103,26 @@ def test_alerts_are_posted_to_the_webhook_and_a_failing_one_is_an_error() -> Non
             _notify(url, Check("broken", END, END, 0))
     finally:
         server.shutdown()
+
+
+def test_the_gauges_summary_round_trips_beside_a_log_that_still_reads(tmp_path: Path) -> None:
+    from shipyard.monitor import _write_gauges, gauges, gauges_path, read_gauges
+
+    rng = np.random.default_rng(1)
+    uri = str(tmp_path / "log")
+    log = InferenceLog(LogConfig(uri=uri), "m", "stable", "a")
+    _serve(log, "1", rng.lognormal(3, 1, 600))
+    log.flush()
+    training = pd.DataFrame({"amount": rng.lognormal(3, 1, 5000)})
+    training["score"] = training["amount"] / 1000
+    start, end = window(END, 24)
+    rows = read_log(uri, "m", start, end)
+    result = summarize("m", rows, start, end, lambda v: profile_frame(training, ["amount"], ["score"]),
+                       defaults())  # fmt: skip
+    path = gauges_path(uri, "m")
+    assert read_gauges(path) is None
+    _write_gauges(path, gauges(result))
+    doc = read_gauges(path)
+    assert doc["at"] == END.isoformat() and doc["versions"]["1"]["alerts"] == 0
+    assert doc["versions"]["1"]["drift_share"] == result.versions[0].drift.drift_share
+    assert len(read_log(uri, "m", start, end)) == 600  # the log's readers skip _monitor/

@@ -181,3 +181,24 @@ def test_on_kubernetes_the_controller_starts_in_the_serving_cluster(
     args = app_config(settings, "fraud-detector", "3")["args"]
     assert args["tracking_uri"] == "http://shipyard-mlflow:5000"
     assert args["feature_repo"] == "/etc/shipyard/feast"
+
+
+def test_the_routers_window_counts_for_the_controller_and_for_the_metrics() -> None:
+    from services.router.app import _Window
+
+    window = _Window()
+    for status, latency in [(200, 5.0), (200, 7.0), (500, 9.0), (503, 1.0), (422, 2.0)]:
+        window.answered("canary", "4", status, latency)
+    window.answered("stable", "3", 200, 3.0)
+    window.request("predict", 200)
+    window.request("predict", 422)
+    window.request("predict", 200)
+    answers, requests = window.take_served()
+    assert [(v, ver, o) for v, ver, o, _ in answers] == [
+        ("canary", "4", "ok"), ("canary", "4", "ok"), ("canary", "4", "error"),
+        ("canary", "4", "shed"), ("canary", "4", "rejected"), ("stable", "3", "ok")]  # fmt: skip
+    assert requests == {("predict", "2xx"): 2, ("predict", "4xx"): 1}
+    assert window.take_served() == ([], {})  # taken once
+    report = window.take()  # the controller's view: a shed record is not the model's error
+    assert (report["canary"].requests, report["canary"].errors) == (4, 1)
+    assert window.totals["stable"] == {"requests": 1, "errors": 0}
