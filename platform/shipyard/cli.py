@@ -534,6 +534,26 @@ def _plan_options(fn: Any) -> Any:
             default=None,
             help="after each weight change, latencies left out of the p95 comparison, e.g. 5s",
         ),  # fmt: skip
+        click.option(
+            "--shadow",
+            type=float,
+            default=None,
+            help="a shadow phase first: this share (%) of stable's records mirrored to the new "
+            "version, whose answers are compared and never reach a client (default 0: none)",
+        ),  # fmt: skip
+        click.option(
+            "--max-disagreement",
+            type=float,
+            default=None,
+            help="shadow: share of records answered on the other side of the decision "
+            "threshold that fails a check, e.g. 0.05",
+        ),  # fmt: skip
+        click.option(
+            "--decision-threshold",
+            type=float,
+            default=None,
+            help="shadow: the score at which an answer turns positive, e.g. 0.5",
+        ),  # fmt: skip
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -554,6 +574,11 @@ def _print_rollout(state: dict[str, Any], last: int | None = None) -> None:
     if state.get("plan"):
         plan = state["plan"]
         steps = ",".join(f"{s:g}" for s in plan["steps"])
+        if plan.get("shadow"):
+            steps = f"shadow {plan['shadow']:g}%," + steps
+        if state.get("shadow_weight"):
+            click.echo(f"  shadow phase: {state['shadow_weight']:g}% of stable's records "
+                       "mirrored; clients get stable's answers")  # fmt: skip
         click.echo(f"  step {state.get('step', -1) + 1}/{len(plan['steps'])} (steps {steps}), "
                    f"weight {state.get('weight', 0):g}%, failed checks "
                    f"{state.get('failed_checks', 0)}/{plan['failure_threshold']}, interval "
@@ -561,7 +586,9 @@ def _print_rollout(state: dict[str, Any], last: int | None = None) -> None:
     if serving:
         click.echo(f"  serving: stable v{serving['stable_version']}, canary "
                    f"{'v' + str(serving['canary_version']) if serving['canary_version'] else '-'}"
-                   f" at {serving['canary_weight']:g}%")  # fmt: skip
+                   f" at {serving['canary_weight']:g}%"
+                   + (f", shadow {serving['shadow_weight']:g}%" if serving.get("shadow_weight")
+                      else ""))  # fmt: skip
     if (state.get("watch") or {}).get("enabled"):
         click.echo("  registry watch: on (a new gated challenger starts a rollout)")
     decisions = state.get("decisions") or []

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-__all__ = ["monitor", "predict"]
+__all__ = ["monitor", "predict", "show"]
 
 
 def _when(value: str | None) -> dt.datetime | None:
@@ -58,7 +59,7 @@ def check_cmd(obj: Any, model: str, hours: float | None, end: str | None,
 
     result = check(obj.settings, model, end=_when(end), hours=hours, record=True,
                    labels_as_of=_when(labels_as_of))  # fmt: skip
-    _show(result, as_json, obj.settings)
+    show(result, as_json, obj.settings)
     if result.alerts:
         raise click.exceptions.Exit(ALERT_EXIT_CODE)
 
@@ -75,49 +76,51 @@ def status_cmd(obj: Any, model: str, hours: float | None, end: str | None,
 
     result = check(obj.settings, model, end=_when(end), hours=hours, record=False,
                    labels_as_of=_when(labels_as_of))  # fmt: skip
-    _show(result, as_json, obj.settings, last_check(obj.settings, model))
+    show(result, as_json, obj.settings, last_check(obj.settings, model))
 
 
-def _show(result: Any, as_json: bool, settings: Any, last: dict[str, Any] | None = None) -> None:
+def show(result: Any, as_json: bool, settings: Any, last: dict[str, Any] | None = None, *,
+         echo: Callable[[str], None] = click.echo) -> None:  # fmt: skip
+    """Print a check (``shipyard.monitor.Check``) for a person, or as JSON."""
     if as_json:
         doc = result.to_dict() | ({"last_check": last} if last is not None else {})
-        click.echo(json.dumps(doc, indent=2, default=str))
+        echo(json.dumps(doc, indent=2, default=str))
         return
     span = f"{result.start:%Y-%m-%d %H:%M} .. {result.end:%Y-%m-%d %H:%M} UTC"
-    click.echo(f"{result.model}: {result.rows:,} records served {span}")
+    echo(f"{result.model}: {result.rows:,} records served {span}")
     if not result.rows:
-        click.echo(f"  the inference log ({settings.inference_log_uri}) has nothing in this "
+        echo(f"  the inference log ({settings.inference_log_uri}) has nothing in this "
                    "window; send traffic, or widen it with --hours")  # fmt: skip
     for v in result.versions:
         variants = ", ".join(f"{k} {n:,}" for k, n in sorted(v.by_variant.items()))
         latency = (f"p50 {v.latency_p50_ms:.1f} ms, p95 {v.latency_p95_ms:.1f} ms"
                    if v.latency_p50_ms is not None else "")  # fmt: skip
-        click.echo(f"  version {v.version}: {v.rows:,} ({variants}); errors {v.error_rate:.1%}; "
+        echo(f"  version {v.version}: {v.rows:,} ({variants}); errors {v.error_rate:.1%}; "
                    f"latency in the replica {latency}")  # fmt: skip
         d = v.drift
         if d is None:
-            click.echo(f"    drift: {v.note}")
+            echo(f"    drift: {v.note}")
         elif not d.conclusive:
-            click.echo(f"    drift: inconclusive, {d.rows:,} answered rows (fewer than "
+            echo(f"    drift: inconclusive, {d.rows:,} answered rows (fewer than "
                        f"{d.thresholds['min_rows']:,})")  # fmt: skip
         else:
             features = [c for c in d.columns if c.role == "feature"]
-            click.echo(f"    drift: {len(d.drifted_features)} of {len(features)} features "
+            echo(f"    drift: {len(d.drifted_features)} of {len(features)} features "
                        f"(share {d.drift_share:.2f}; dataset drift from "
                        f"{d.thresholds['drift_share']:.2f})"
                        + (f": {', '.join(d.drifted_features)}" if d.drifted_features else ""))  # fmt: skip
             top = sorted((c for c in d.columns if c.psi is not None), key=lambda c: -c.psi)[:5]
-            click.echo("    largest PSI: " + ", ".join(f"{c.name} {c.psi:.3f}" for c in top))
-            click.echo(f"    prediction drift: {'yes' if d.prediction_drift else 'no'}")
+            echo("    largest PSI: " + ", ".join(f"{c.name} {c.psi:.3f}" for c in top))
+            echo(f"    prediction drift: {'yes' if d.prediction_drift else 'no'}")
             for issue in d.quality_issues:
-                click.echo(f"    quality: {issue}")
-        _show_quality(v)
-    click.echo("  alerts: " + ("; ".join(result.alerts) if result.alerts else "none"))
+                echo(f"    quality: {issue}")
+        _show_quality(v, echo)
+    echo("  alerts: " + ("; ".join(result.alerts) if result.alerts else "none"))
     if result.run_id:
-        click.echo(f"  logged to MLflow ({settings.tracking_uri}): experiment "
+        echo(f"  logged to MLflow ({settings.tracking_uri}): experiment "
                    f"{settings.monitor.experiment!r}, run {result.run_id}")  # fmt: skip
     if last is not None:
-        click.echo(f"  last recorded check: {last.get('at') or 'none'}; alerts: "
+        echo(f"  last recorded check: {last.get('at') or 'none'}; alerts: "
                    f"{last.get('alerts') or 'none'}")  # fmt: skip
 
 
@@ -125,11 +128,11 @@ _NAMES = {"pr_auc": "PR AUC", "roc_auc": "ROC AUC", "brier": "Brier", "ece": "EC
           "r2": "R2", "mae": "MAE", "rmse": "RMSE"}  # fmt: skip
 
 
-def _show_quality(v: Any) -> None:
+def _show_quality(v: Any, echo: Callable[[str], None]) -> None:
     if not v.quality:
-        click.echo(f"    live quality: {v.quality_note or 'no answered records'}")
+        echo(f"    live quality: {v.quality_note or 'no answered records'}")
         return
-    click.echo(f"    live quality, labels known by {v.quality[0].as_of[:16]}: {v.quality_note}")
+    echo(f"    live quality, labels known by {v.quality[0].as_of[:16]}: {v.quality_note}")
     for q in v.quality:
         shown = ", ".join(f"{_NAMES[k]} {val:.3f}" for k, val in q.metrics.items()
                           if k in _NAMES and val is not None)  # fmt: skip
@@ -138,9 +141,9 @@ def _show_quality(v: Any) -> None:
         if q.gate_metric and q.gate_floor is not None and q.conclusive:
             verdict = "BELOW" if q.below_floor else "above"
             line += f"; {verdict} the gate's floor ({q.gate_metric} {q.gate_floor:.3f})"
-        click.echo(line)
+        echo(line)
         if q.note:
-            click.echo(f"        {q.note}")
+            echo(f"        {q.note}")
 
 
 @click.command()

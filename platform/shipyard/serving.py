@@ -313,6 +313,7 @@ def rollout_view(app: dict[str, Any]) -> dict[str, Any]:
         "stable_version": _deployment(app, "stable")["user_config"].get("model_version"),
         "canary_version": _deployment(app, "canary")["user_config"].get("model_version"),
         "canary_weight": float(router.get("canary_weight") or 0.0),
+        "shadow_weight": float(router.get("shadow_weight") or 0.0),
     }
 
 
@@ -320,8 +321,10 @@ _UNSET: Any = object()
 
 
 def with_rollout(app: dict[str, Any], *, stable_version: Any = _UNSET,
-                 canary_version: Any = _UNSET, canary_weight: Any = _UNSET) -> dict[str, Any]:  # fmt: skip
-    """A copy of ``app`` with versions and the canary weight changed. Only
+                 canary_version: Any = _UNSET, canary_weight: Any = _UNSET,
+                 shadow_weight: Any = _UNSET, shadow_threshold: Any = _UNSET) -> dict[str, Any]:  # fmt: skip
+    """A copy of ``app`` with versions, the canary weight and the shadow share (records
+    of stable mirrored to the canary, compared at ``shadow_threshold``) changed. Only
     ``user_config`` and the canary's replica bounds move, so Serve reconfigures running
     replicas in place (the application's args, and so its code version, stay the same)."""
     new = copy.deepcopy(app)
@@ -329,19 +332,22 @@ def with_rollout(app: dict[str, Any], *, stable_version: Any = _UNSET,
     stable = view["stable_version"] if stable_version is _UNSET else stable_version
     canary = view["canary_version"] if canary_version is _UNSET else canary_version
     weight = view["canary_weight"] if canary_weight is _UNSET else float(canary_weight)
-    if canary is None and weight > 0:
-        raise ConfigError("a canary weight above 0 needs a canary version")
+    shadow = view["shadow_weight"] if shadow_weight is _UNSET else float(shadow_weight)
+    router_now = _deployment(app, "router")["user_config"]
+    threshold = (float(router_now.get("shadow_threshold", 0.5)) if shadow_threshold is _UNSET
+                 else float(shadow_threshold))  # fmt: skip
+    if canary is None and (weight > 0 or shadow > 0):
+        raise ConfigError("a canary or shadow weight above 0 needs a canary version")
     _deployment(new, "stable")["user_config"] = {"model_version": stable}
     canary_dep = _deployment(new, "canary")
     canary_dep["user_config"] = {"model_version": canary}
     bounds = canary_dep.setdefault("autoscaling_config", {})
     bounds["min_replicas"] = 0 if canary is None else 1
     bounds["initial_replicas"] = bounds["min_replicas"]
-    _deployment(new, "router")["user_config"] = {
-        "canary_weight": weight,
-        "stable_version": stable,
-        "canary_version": canary,
-    }
+    router = {"canary_weight": weight, "stable_version": stable, "canary_version": canary}
+    if shadow > 0 or "shadow_weight" in router_now:
+        router |= {"shadow_weight": shadow, "shadow_threshold": threshold}
+    _deployment(new, "router")["user_config"] = router
     return new
 
 

@@ -240,6 +240,7 @@ class Predictor:
         self.predict_batch.set_max_batch_size(max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self.inference_log: InferenceLog | None = None
+        self.shadow_log: InferenceLog | None = None  # the mirrored records, made on the first
         if inference_log is not None:
             replica = serve.get_replica_context().replica_id.unique_id
             self.inference_log = InferenceLog(LogConfig.model_validate(inference_log), model,
@@ -290,27 +291,33 @@ class Predictor:
         current); returns its counts."""
         if self.inference_log is None:
             return None
+        if self.shadow_log is not None:
+            self.shadow_log.flush()
         self.inference_log.flush()
         return self.inference_log.stats.to_dict()
 
     def __del__(self) -> None:
         """Serve calls this on a graceful shutdown: the log's buffer is written first."""
-        if getattr(self, "inference_log", None) is not None:
-            self.inference_log.close()
+        for name in ("inference_log", "shadow_log"):
+            if getattr(self, name, None) is not None:
+                getattr(self, name).close()
 
     # -- predictions ---------------------------------------------------------------------------
-    async def predict(self, row: dict[str, Any]) -> dict[str, Any]:
+    async def predict(self, row: dict[str, Any], shadow: bool = False) -> dict[str, Any]:
         """One validated record → its named outputs, ``model_version`` and
         ``features_missing``; or ``{"error", "status"}`` (422 when the model refuses the
-        input, 500 when the model fails on it; the router counts only the latter)."""
+        input, 500 when the model fails on it; the router counts only the latter).
+        ``shadow``: a record mirrored in a rollout's shadow phase, whose answer no client
+        sees; the log records it as variant ``shadow``."""
         if self.loaded is None:
             return self._unloaded()
-        return await self.predict_batch((row, time.time(), time.perf_counter()))
+        return await self.predict_batch((row, time.time(), time.perf_counter(), shadow))
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-    async def predict_batch(self, items: list[tuple[dict[str, Any], float, float]]) -> list[dict[str, Any]]:  # fmt: skip
-        """Records with their arrival (wall clock, perf counter) → answers; the scored
-        batch goes to the inference log (an append; written off the request path)."""
+    async def predict_batch(self, items: list[tuple[dict[str, Any], float, float, bool]]) -> list[dict[str, Any]]:  # fmt: skip
+        """Records with their arrival (wall clock, perf counter) and shadow flag →
+        answers; the scored batch goes to the inference log (an append; written off the
+        request path)."""
         rows = [item[0] for item in items]
         if not self.placement.inline():
             answers, scored = await asyncio.to_thread(self._score, rows)
@@ -321,10 +328,36 @@ class Predictor:
             finally:
                 self.placement.took(time.perf_counter() - started)
         if self.inference_log is not None and scored is not None:
-            now = time.perf_counter()
-            self.inference_log.add(scored[0], rows, scored[1], answers, [i[1] for i in items],
-                                   [(now - i[2]) * 1000 for i in items])  # fmt: skip
+            self._log(items, rows, scored, answers)
         return answers
+
+    def _log(self, items: list[tuple[dict[str, Any], float, float, bool]],
+             rows: list[dict[str, Any]], scored: tuple[str, dict[str, Any]],
+             answers: list[dict[str, Any]]) -> None:  # fmt: skip
+        """The batch to the log: mirrored records to the shadow log (variant ``shadow``),
+        the rest to the variant's own; one append each, the batch split only when mixed."""
+        assert self.inference_log is not None
+        now = time.perf_counter()
+        served_at = [i[1] for i in items]
+        latency = [(now - i[2]) * 1000 for i in items]
+        flags = [i[3] for i in items]
+        if not any(flags):
+            self.inference_log.add(scored[0], rows, scored[1], answers, served_at, latency)
+            return
+        if self.shadow_log is None:
+            self.shadow_log = InferenceLog(self.inference_log.config, self.model_name, "shadow",
+                                           f"{self.inference_log.replica}.shadow")  # fmt: skip
+        for target, keep in ((self.shadow_log, True), (self.inference_log, False)):
+            idx = [i for i, flag in enumerate(flags) if flag is keep]
+            if not idx:
+                continue
+            if len(idx) == len(items):
+                target.add(scored[0], rows, scored[1], answers, served_at, latency)
+                continue
+            columns = {name: (values.iloc[idx].reset_index(drop=True) if hasattr(values, "iloc")
+                              else np.asarray(values)[idx]) for name, values in scored[1].items()}  # fmt: skip
+            target.add(scored[0], [rows[i] for i in idx], columns, [answers[i] for i in idx],
+                       [served_at[i] for i in idx], [latency[i] for i in idx])  # fmt: skip
 
     def predict_many(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Features + one predict for many records; a failing batch is retried (see

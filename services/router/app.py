@@ -18,7 +18,11 @@ Ray Serve has no traffic split between deployments, so the router owns it (kept
 small): a record's bucket is a hash of the contract's sticky key (a customer, a
 user) in [0, 100); buckets below the canary weight go to the canary. Raising the
 weight only adds buckets, so a key stays on one version as a rollout advances. A
-model without a sticky key is split per request. The router counts requests,
+model without a sticky key is split per request. In a rollout's shadow phase
+(``shadow_weight`` > 0 in ``user_config``) that share of stable's records is also sent
+to the canary (``predict(row, shadow=True)``: logged as variant ``shadow``); the client
+gets stable's answer without waiting for it, and the router compares the two answers
+(``shipyard.canary.analysis.ShadowReport``). The router counts requests,
 errors and latencies per variant and pushes them every second to the rollout
 controller (a named Ray actor) when one runs.
 
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import hashlib
 import json
 import logging
@@ -51,7 +56,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
-from shipyard.canary.analysis import RouterReport, VariantReport
+from shipyard.canary.analysis import RouterReport, ShadowReport, VariantReport, compare_answers
 from shipyard.canary.controller import NAMESPACE as CONTROLLER_NAMESPACE
 from shipyard.canary.controller import controller_name
 from shipyard.contract import read_contract
@@ -115,6 +120,26 @@ class _Window:
         # (variant, version that answered, outcome, latency ms)
         self.answers: list[tuple[str, str, str, float]] = []
         self.requests: collections.Counter[tuple[str, str]] = collections.Counter()
+        self.shadow = ShadowReport()
+        self.compares: collections.Counter[tuple[str, str]] = collections.Counter()
+
+    def shadowed(self, stable: dict[str, Any], shadow: dict[str, Any] | None, version: str,
+                 latency_ms: float, output: str | None, threshold: float) -> None:  # fmt: skip
+        """A mirrored record's shadow answer (None: the call failed) against stable's."""
+        status = 500 if shadow is None else int(shadow.get("status", 200))
+        outcome = ("ok" if status < 400 else "rejected" if status < 500
+                   else "shed" if status == 503 else "error")  # fmt: skip
+        diff = compare_answers(stable, shadow, output, threshold) if shadow else None
+        with self.lock:
+            self.shadow.record(stable, shadow, latency_ms, output, threshold)
+            self.answers.append(("shadow", version, outcome, latency_ms))
+            if diff is not None:
+                self.compares[(version, "disagree" if diff[1] else "agree")] += 1
+
+    def take_shadow(self) -> ShadowReport:
+        with self.lock:
+            shadow, self.shadow = self.shadow, ShadowReport()
+        return shadow
 
     def answered(self, variant: str, version: str, status: int, latency_ms: float) -> None:
         """A predictor's answer: for the metrics, and for the controller unless shed (a
@@ -138,11 +163,13 @@ class _Window:
             data, self.data = self.data, {}
         return data
 
-    def take_served(self) -> tuple[list[tuple[str, str, str, float]], collections.Counter]:
+    def take_served(self) -> tuple[list[tuple[str, str, str, float]], collections.Counter,
+                                   collections.Counter]:  # fmt: skip
         with self.lock:
             answers, self.answers = self.answers, []
             requests, self.requests = self.requests, collections.Counter()
-        return answers, requests
+            compares, self.compares = self.compares, collections.Counter()
+        return answers, requests, compares
 
 
 _ROUTES = {"/predict": "predict", "/invocations": "invocations"}
@@ -167,6 +194,10 @@ class _Exporter:
                                  "latency in the router, from routing to the predictor's answer",
                                  boundaries=LATENCY_BOUNDARIES_MS,
                                  tag_keys=("model", "version", "variant"))  # fmt: skip
+        self.compares = Counter("shipyard_shadow_comparisons", description="mirrored records "
+                                "whose shadow answer agrees or disagrees with stable's at the "
+                                "rollout's decision threshold",
+                                tag_keys=("model", "version", "outcome"))  # fmt: skip
         self.drift = Gauge("shipyard_monitor_drift_share", description="share of a version's "
                            "features drifted in the last monitor check",
                            tag_keys=("model", "version"))  # fmt: skip
@@ -178,8 +209,12 @@ class _Exporter:
                              tag_keys=("model", "version", "variant", "metric"))  # fmt: skip
         self._read_at, self._seen = 0.0, None
 
-    def export(self, window: _Window) -> None:
-        answers, requests = window.take_served()
+    def export(self, served: tuple[list[tuple[str, str, str, float]], collections.Counter,
+                                   collections.Counter]) -> None:  # fmt: skip
+        """What ``_Window.take_served`` gave, into the metrics."""
+        answers, requests, compares = served
+        for (version, outcome), n in compares.items():
+            self.compares.inc(n, tags={"model": self.model, "version": version, "outcome": outcome})
         for (route, code), n in requests.items():
             self.requests.inc(n, tags={"model": self.model, "route": route, "code": code})
         counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
@@ -225,6 +260,8 @@ class Router:
         self.app = serve.get_replica_context().app_name
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.weight = 0.0
+        self.shadow_weight, self.shadow_threshold = 0.0, 0.5
+        self._mirrors: set[asyncio.Future] = set()  # shadow calls in flight (held, not GC'd)
         self.versions: dict[str, str | None] = {"stable": None, "canary": None}
         self.schemas: dict[str, RequestSchema] = {}  # by model version
         self.window = _Window()
@@ -242,8 +279,14 @@ class Router:
             if version is not None and version not in self.schemas:
                 contract = read_contract(self.tracking_uri, self.model, version)
                 self.schemas[version] = RequestSchema(contract, self.online_features)
+        shadow = float(config.get("shadow_weight", 0) or 0)
+        if not 0 <= shadow <= 100:
+            raise ValueError(f"shadow_weight must be within 0..100, got {shadow}")
         self.weight, self.versions = weight, versions
-        log.info("router: canary weight %.1f%%, versions %s", self.weight, self.versions)
+        self.shadow_weight = shadow if versions["canary"] is not None else 0.0
+        self.shadow_threshold = float(config.get("shadow_threshold", 0.5))
+        log.info("router: canary weight %.1f%%, shadow %.1f%%, versions %s", self.weight,
+                 self.shadow_weight, self.versions)  # fmt: skip
 
     def schema(self, variant: str = "stable") -> RequestSchema | None:
         version = self.versions[variant]
@@ -403,6 +446,13 @@ class Router:
 
     async def _one(self, row: dict[str, Any], variant: str) -> dict[str, Any]:
         started = time.perf_counter()
+        mirror = None
+        if (
+            variant == "stable"
+            and self.shadow_weight > 0
+            and random.random() * 100 < self.shadow_weight
+        ):
+            mirror = asyncio.ensure_future(self._mirror(row))  # runs beside stable's call
         try:
             result = await self.handles[variant].predict.remote(row)
         except BackPressureError:
@@ -413,24 +463,67 @@ class Router:
         status = result.get("status", 200)
         answered_by = result.get("model_version") or self.versions.get(variant) or ""
         self.window.answered(variant, str(answered_by), status, latency)
+        if mirror is not None:  # compared when the shadow answers; the client never waits
+            self._mirrors.add(mirror)
+            mirror.add_done_callback(functools.partial(self._mirrored, result))
         schema = self.schema(variant)
         id_field = schema.contract.id_field if schema is not None else None
         head = {id_field: row[id_field]} if id_field and row.get(id_field) is not None else {}
         return {**head, **result, "variant": variant}
+
+    async def _mirror(self, row: dict[str, Any]) -> tuple[dict[str, Any] | None, float]:
+        """The canary's answer to a mirrored record (never a client's), and its latency."""
+        started = time.perf_counter()
+        try:
+            answer = await self.handles["canary"].predict.remote(row, True)
+        except BackPressureError:
+            answer = {"error": "the shadow is overloaded", "status": 503}
+        except Exception:  # noqa: BLE001 - counted as the shadow's error
+            answer = None
+        return answer, (time.perf_counter() - started) * 1000
+
+    def _mirrored(self, stable: dict[str, Any], task: asyncio.Future) -> None:
+        self._mirrors.discard(task)
+        try:
+            answer, latency = task.result()
+            version = str((answer or {}).get("model_version") or self.versions["canary"] or "")
+            self.window.shadowed(stable, answer, version, latency,
+                                 self._compared_output(version), self.shadow_threshold)  # fmt: skip
+        except Exception:  # noqa: BLE001 - a shadow never harms serving
+            log.warning("router: comparing a shadow answer failed", exc_info=True)
+
+    def _compared_output(self, version: str) -> str | None:
+        """The output a shadow is compared on: the contract's labelled score, else its
+        first numeric output."""
+        schema = self.schemas.get(version)
+        if schema is None:
+            return None
+        contract = schema.contract
+        if contract.labels is not None:
+            return contract.labels.score
+        numeric = [
+            c.name for c in contract.outputs if c.type in ("double", "float", "long", "integer")
+        ]
+        return numeric[0] if numeric else None
 
     # -- metrics to the rollout controller -----------------------------------------------------
     def _report_loop(self) -> None:
         import ray
 
         controller, looked, last = None, 0.0, None
-        exporter = None
+        exporter: _Exporter | None = None
+        failed = False
         while not self._stop.wait(1.0):
+            served = self.window.take_served()  # taken each second, exported or not
             try:  # Ray's metrics: best effort, never in the way of the controller's reports
                 exporter = exporter or _Exporter(self.model, self.gauges_path)
-                exporter.export(self.window)
+                exporter.export(served)
             except Exception:  # noqa: BLE001
-                log.warning("router: exporting metrics failed", exc_info=True)
+                if not failed:  # once: a broken exporter must not flood the Serve log
+                    log.warning("router: exporting metrics failed", exc_info=True)
+                failed = True
             data = self.window.take()
+            shadow = self.window.take_shadow()
             if last is not None and controller is not None:
                 done, _ = ray.wait([last], timeout=0)
                 if done:
@@ -447,8 +540,10 @@ class Router:
                     controller = None
             if controller is None:
                 continue
+            mirrored = shadow if (self.shadow_weight or shadow.requests or shadow.shed) else None
             report = RouterReport(weight=self.weight, variants=data, replica=self.replica,
-                                  at=time.time(), versions=dict(self.versions))  # fmt: skip
+                                  at=time.time(), versions=dict(self.versions),
+                                  shadow_weight=self.shadow_weight, shadow=mirrored)  # fmt: skip
             last = controller.report.remote(report.to_dict())
 
     def __del__(self) -> None:

@@ -297,7 +297,7 @@ def test_an_upgrade_keeps_each_models_live_rollout_state(tmp_path: Path) -> None
     # only fraud-detector is live (mid-canary): customer-spend gets its values
     one_live = merged([unlisted, fraud])
     assert serving.rollout_view(one_live["applications"][0]) == {
-        "stable_version": "5", "canary_version": "6", "canary_weight": 30.0}  # fmt: skip
+        "stable_version": "5", "canary_version": "6", "canary_weight": 30.0, "shadow_weight": 0.0}  # fmt: skip
     assert one_live == serving.serve_config(settings, [
         rolled("fraud-detector", stable_version="5", canary_version="6", canary_weight=30),
         fresh["customer-spend"]])  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import time
 import uuid
@@ -26,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
+from shipyard.canary import TERMINAL
 from shipyard.traffic import Load
 
 from pipelines.data.requests import random_transactions, transaction
@@ -566,7 +568,7 @@ def _plant_labels(platform: Platform, log: pd.DataFrame, now: pd.Timestamp) -> p
     rng = np.random.default_rng(5)
     ids = log.drop_duplicates("transaction_id")
     ids = ids[ids["status"] == 200]
-    noisy = ids["fraud_probability"].to_numpy() + rng.normal(0, 0.05, len(ids))
+    noisy = ids["fraud_probability"].to_numpy() + rng.normal(0, 0.25, len(ids))
     labels = pd.DataFrame({
         "transaction_id": ids["transaction_id"].to_numpy(),
         "is_fraud": noisy > np.quantile(noisy, 0.8),
@@ -594,9 +596,10 @@ def test_monitor_check_reports_the_served_traffic_and_records_it(
     now = pd.Timestamp.now(tz="UTC")
     labels = _plant_labels(platform, read_log(str(platform.root / "inference-log"), MODEL), now)
     clock = (now + pd.Timedelta(days=5)).isoformat()
-    # the healthy version's gate floor, as if its gate had asked for near-perfect PR AUC
+    # the healthy version's gate floor, as if its gate had asked for a PR AUC that these
+    # noisy labels cannot give
     client.set_model_version_tag(MODEL, versions["healthy"], "gate.metric", "PR AUC")
-    client.set_model_version_tag(MODEL, versions["healthy"], "gate.floor", "0.999")
+    client.set_model_version_tag(MODEL, versions["healthy"], "gate.floor", "0.99")
     env = platform.env | {"SHIPYARD_MONITOR__LABEL_SOURCES":
                           json.dumps({MODEL: str(platform.root / "labels" / "fraud.parquet")})}  # fmt: skip
     result = platform.run_env(env, "monitor", "check", MODEL, "--hours", "1", "--json",
@@ -648,6 +651,60 @@ def test_monitor_check_reports_the_served_traffic_and_records_it(
     )
     bad = platform.run("monitor", "check", MODEL, "--end", "yesterday")
     assert bad.returncode == 2 and "not an ISO time" in bad.stderr
+
+
+def test_a_shadow_phase_compares_answers_no_client_sees_and_rolls_a_disagreeing_version_back(
+    served: str, platform: Platform, versions: dict[str, str], customers: list[str], client
+) -> None:  # type: ignore[no-untyped-def]
+    """The champion (PyTorch) mirrored against stable (the promoted scikit-learn
+    version), at a decision threshold where they disagree: every client gets stable's
+    answer; the shadow's answers land in the log as variant ``shadow``; the router's
+    count of disagreements equals one made here from the log's pairs; the shadow check
+    fails and the version is rolled back before any client saw it."""
+    from shipyard.inference_log import read_log
+
+    stable = _state(platform)["stable_version"]
+    shadow_version = versions["champion"]
+    assert stable == versions["healthy"]
+    transactions = random_transactions(customers)
+
+    def body(i: int, rng: random.Random) -> dict:
+        return {**transactions(i, rng), "transaction_id": f"sh{i}"}  # unique in the module
+
+    threshold = 0.01
+    with Load(f"{served}/predict", body, rate=25, threads=8, max_seconds=300) as load:
+        started = platform.run("canary", "start", MODEL, "--version", shadow_version, *PLAN,
+                               "--shadow", "100", "--steps", "100", "--interval", "8s",
+                               "--max-disagreement", "0", "--decision-threshold", str(threshold),
+                               "--failure-threshold", "1", timeout=200)  # fmt: skip
+        assert started.returncode == 0, started.stdout + started.stderr
+        state = _wait_for(platform, lambda s: s["status"] in TERMINAL, 200, "the shadow's verdict")
+    assert state["status"] == "rolled_back", state["decisions"][-3:]
+    actions = [d["action"] for d in state["decisions"]]
+    assert "shadow" in actions and "advance" not in actions  # no client ever saw it
+    assert "disagrees with stable" in state["decisions"][-1]["reason"]
+    assert load.results and all(r[1] == 200 for r in load.results), load.failures()[:5]
+    assert {r[2] for r in load.results} == {"stable"} and {r[3] for r in load.results} == {stable}
+    # the router's comparisons against the log's pairs: each mirrored record once
+    deadline = time.monotonic() + 90
+    while True:
+        log = read_log(str(platform.root / "inference-log"), MODEL)
+        mine = log[log["transaction_id"].astype(str).str.startswith("sh")]
+        pairs = mine[mine["variant"] == "stable"].merge(
+            mine[mine["variant"] == "shadow"], on="transaction_id", suffixes=("", "_shadow")
+        )
+        pairs = pairs[(pairs["status"] == 200) & (pairs["status_shadow"] == 200)]
+        split = (pairs["fraud_probability"] >= threshold) != (
+            pairs["fraud_probability_shadow"] >= threshold)  # fmt: skip
+        samples = _scrape(platform, "ray_shipyard_shadow_comparisons_total")
+        got = {o: sum(_total(samples, model=MODEL, version=shadow_version, outcome=o).values())
+               for o in ("agree", "disagree")}  # fmt: skip
+        want = {"agree": float((~split).sum()), "disagree": float(split.sum())}
+        if got == want or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    assert (mine[mine["variant"] == "shadow"]["model_version"] == shadow_version).all()
+    assert want["disagree"] > 0 and got == want, (got, want)
 
 
 def _scrape(platform: Platform, name: str) -> list[tuple[dict[str, str], float]]:

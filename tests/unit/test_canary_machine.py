@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+from dataclasses import asdict
 from typing import Any
 
 import pytest
@@ -24,10 +25,13 @@ from shipyard.canary import (
     Rollout,
     RolloutState,
     RouterReport,
+    ShadowReport,
     Status,
     VariantReport,
     Window,
     analyze,
+    analyze_shadow,
+    compare_answers,
     new_command,
     parse_duration,
     parse_plan,
@@ -267,7 +271,12 @@ def test_a_canary_not_ready_by_the_deadline_is_rolled_back(world: World) -> None
     world.rollout.tick()
     assert world.rollout.status == Status.ROLLED_BACK
     assert "not ready after 60s (UPDATING: loading)" in world.saved["decisions"][-1]["reason"]
-    assert world.serving == {"stable_version": "1", "canary_version": None, "canary_weight": 0.0}
+    assert world.serving == {
+        "stable_version": "1",
+        "canary_version": None,
+        "canary_weight": 0.0,
+        "shadow_weight": 0.0,
+    }
     assert world.registry.events == [("rolled_back", "2")]
 
 
@@ -315,7 +324,12 @@ def test_passing_every_step_promotes_and_moves_the_registry(progressing: World) 
     assert world.actions()[-5:] == ["check_passed", "promote", "shift", "stable_loaded",
                                     "promoted"]  # fmt: skip
     assert world.registry.events == [("promoted", "2")]
-    assert world.serving == {"stable_version": "2", "canary_version": None, "canary_weight": 0.0}
+    assert world.serving == {
+        "stable_version": "2",
+        "canary_version": None,
+        "canary_weight": 0.0,
+        "shadow_weight": 0.0,
+    }
     assert world.saved["stable_version"] == "2" and world.saved["finished_at"]
     assert world.time.slept == [machine_module.DRAIN_S]  # the drain, through the fake sleep
 
@@ -481,7 +495,12 @@ def test_rollback_by_the_user(progressing: World, paused: bool) -> None:
     assert world.rollout.status == Status.ROLLED_BACK
     assert world.saved["decisions"][-1]["reason"] == "rollback requested by the user"
     assert world.saved["rollback_reason"] == "rollback requested by the user"
-    assert world.serving == {"stable_version": "1", "canary_version": None, "canary_weight": 0.0}
+    assert world.serving == {
+        "stable_version": "1",
+        "canary_version": None,
+        "canary_weight": 0.0,
+        "shadow_weight": 0.0,
+    }
 
 
 def test_commands_that_do_not_apply_are_refused(world: World) -> None:
@@ -557,7 +576,12 @@ def test_a_promotion_resumes_after_a_crash_in_each_phase(progressing: World, cra
     assert f"resuming at promotion, phase {phase}" in world.saved["decisions"][-1]["reason"]
     rollout.tick()
     assert rollout.status == Status.PROMOTED and world.registry.events == [("promoted", "2")]
-    assert world.serving == {"stable_version": "2", "canary_version": None, "canary_weight": 0.0}
+    assert world.serving == {
+        "stable_version": "2",
+        "canary_version": None,
+        "canary_weight": 0.0,
+        "shadow_weight": 0.0,
+    }
     actions = world.actions()
     assert actions.count("shift") == 1 and actions.count("stable_loaded") == 1
     assert actions[-1] == "promoted"
@@ -638,8 +662,8 @@ def test_the_router_report_round_trips() -> None:
     report = RouterReport(weight=25.0, variants={"canary": variant}, replica="r1", at=1.5,
                           versions={"stable": "1", "canary": "2"})  # fmt: skip
     wire = report.to_dict()
-    assert wire == {"weight": 25.0, "replica": "r1", "at": 1.5,
-                    "versions": {"stable": "1", "canary": "2"},
+    assert wire == {"weight": 25.0, "replica": "r1", "at": 1.5, "shadow_weight": 0.0,
+                    "shadow": None, "versions": {"stable": "1", "canary": "2"},
                     "variants": {"canary": {"requests": 2, "errors": 1,
                                             "latencies_ms": [12.346, 30.0]}}}  # fmt: skip
     assert RouterReport.from_dict(json.loads(json.dumps(wire))) == report
@@ -709,3 +733,107 @@ def test_the_registry_watch_picks_only_new_gated_versions(
     from shipyard.canary.controller import watch_picks
 
     assert watch_picks(version, tags, stable=stable, seen=seen) is picked
+
+
+# -- shadow ------------------------------------------------------------------------------------
+
+SHADOW = PLAN.model_copy(update={"shadow": 50.0, "max_disagreement": 0.05})
+
+
+def _mirrored(n: int, disagree: int = 0, errors: int = 0, shed: int = 0) -> ShadowReport:
+    """``n`` mirrored records: ``errors`` failed, ``disagree`` of the rest on the other
+    side of 0.5 from stable's score (0.4 against 0.6), the others 0.1 apart."""
+    report = ShadowReport()
+    for i in range(n):
+        stable = {"score": 0.4, "model_version": "1"}
+        if i < errors:
+            shadow = {"error": "boom", "status": 500}
+        else:
+            shadow = {"score": 0.6 if i < errors + disagree else 0.3, "model_version": "2"}
+        report.record(stable, shadow, 12.0, "score", 0.5)
+    for _ in range(shed):
+        report.record({"score": 0.4}, {"error": "overloaded", "status": 503}, 1.0, "score", 0.5)
+    return report
+
+
+def _shadow_report(world: World, report: ShadowReport, stable_n: int = 200,
+                   shadow_weight: float | None = None) -> None:  # fmt: skip
+    state = world.rollout.state
+    world.rollout.report(RouterReport(
+        weight=state.weight, variants={"stable": VariantReport(stable_n, 0, [10.0] * stable_n)},
+        shadow_weight=state.shadow_weight if shadow_weight is None else shadow_weight,
+        shadow=report).to_dict())  # fmt: skip
+
+
+def _shadow_interval(world: World, report: ShadowReport) -> None:
+    _shadow_report(world, report)
+    world.time.advance(PLAN.interval_s)
+    world.rollout.tick()
+
+
+def test_the_comparison_of_two_answers() -> None:
+    assert compare_answers({"p": 0.4}, {"p": 0.6}, "p", 0.5) == (pytest.approx(0.2), True)
+    assert compare_answers({"p": 0.5}, {"p": 0.9}, "p", 0.5) == (pytest.approx(0.4), False)
+    assert compare_answers({"p": 0.1}, {"error": "x", "status": 500}, "p", 0.5) is None
+    assert compare_answers({"p": 0.1}, {"p": "high"}, "p", 0.5) is None
+    assert compare_answers({"p": 0.1}, {"p": float("nan")}, "p", 0.5) is None
+    assert compare_answers({"p": 0.1}, {"p": 0.2}, None, 0.5) is None
+    report = _mirrored(100, disagree=7, errors=3, shed=4)
+    assert (report.requests, report.errors, report.shed, report.compared,
+            report.disagreements) == (100, 3, 4, 97, 7)  # fmt: skip
+    assert report.abs_diff_max == pytest.approx(0.2)
+    assert ShadowReport.from_dict(asdict(report)) == report
+
+
+@pytest.mark.parametrize(
+    ("report", "passed", "word"),
+    [(_mirrored(100, disagree=3), True, "disagreement 3.00% of 100"),
+     (_mirrored(100, disagree=6), False, "disagrees with stable on 6.00%"),
+     (_mirrored(100, errors=2), False, "shadow error rate 2.00%"),
+     (_mirrored(5), None, "fewer than min_requests"),
+     (_mirrored(0, shed=50), None, "fewer than min_requests")],
+)  # fmt: skip
+def test_a_shadow_interval_is_judged_on_errors_and_disagreement(
+    report: ShadowReport, passed: bool | None, word: str
+) -> None:
+    window = Window()
+    window.add(RouterReport(weight=0.0, variants={"stable": VariantReport(200, 0, [10.0] * 200)},
+                            shadow_weight=50.0, shadow=report))  # fmt: skip
+    check = analyze_shadow(window, SHADOW, None)
+    assert word in check.reason
+    assert check.inconclusive if passed is None else check.passed is passed
+    assert check.metrics["shadow"]["compared"] == report.compared
+
+
+def test_a_shadow_phase_precedes_the_steps_and_clients_never_see_the_canary(world: World) -> None:
+    world.start(SHADOW)
+    world.rollout.tick()
+    world.rollout.tick()  # ready: the shadow phase, not the first step
+    assert world.serving == {"stable_version": "1", "canary_version": "2", "canary_weight": 0.0,
+                             "shadow_weight": 50.0}  # fmt: skip
+    assert world.actions()[-1] == "shadow" and world.rollout.state.step == -1
+    _shadow_report(world, _mirrored(100, disagree=90), shadow_weight=0.0)  # not this phase's:
+    _shadow_interval(world, _mirrored(100, disagree=2))  # left out of the verdict
+    assert world.actions()[-2:] == ["check_passed", "advance"]
+    assert world.serving == {"stable_version": "1", "canary_version": "2", "canary_weight": 10.0,
+                             "shadow_weight": 0.0}  # fmt: skip
+    shadow = world.saved["decisions"][-2]["metrics"]["shadow"]
+    assert shadow["disagreements"] == 2 and shadow["compared"] == 100
+    world.interval(canary_n=30)
+    world.interval(canary_n=30, stable_n=0)
+    assert world.rollout.status == Status.PROMOTED
+
+
+def test_a_disagreeing_shadow_is_rolled_back_before_any_client_sees_it(world: World) -> None:
+    world.start(SHADOW.model_copy(update={"failure_threshold": 2}))
+    world.rollout.tick()
+    world.rollout.tick()
+    _shadow_interval(world, _mirrored(100, disagree=20))
+    world.restart().resume_after_restart(1)  # a restart mid-shadow re-applies the phase
+    assert world.serving["shadow_weight"] == 50.0 and world.serving["canary_weight"] == 0.0
+    _shadow_interval(world, _mirrored(100, disagree=20))
+    assert world.rollout.status == Status.ROLLED_BACK
+    assert "disagrees with stable on 20.00%" in world.saved["decisions"][-1]["reason"]
+    assert world.serving == {"stable_version": "1", "canary_version": None, "canary_weight": 0.0,
+                             "shadow_weight": 0.0}  # fmt: skip
+    assert world.registry.events == [("rolled_back", "2")]

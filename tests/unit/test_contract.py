@@ -186,7 +186,9 @@ def test_the_fraud_contract_names_its_late_labels(fraud: ServingContract) -> Non
     assert (fraud.labels.label, fraud.labels.score, fraud.labels.task) == (
         "is_fraud", "fraud_probability", "binary")  # fmt: skip
     with pytest.raises(ConfigError, match="task"):
-        contract_tags(labels={"source": "l", "key": "k", "label": "y", "score": "s", "task": "rank"})
+        contract_tags(
+            labels={"source": "l", "key": "k", "label": "y", "score": "s", "task": "rank"}
+        )
 
 
 def test_predict_body_forms() -> None:

@@ -45,10 +45,10 @@ def test_serve_config_validates_and_rollouts_change_only_user_config(settings: S
     validate_config(config)
     assert config["http_options"] == {"host": "127.0.0.1", "port": 8000}
     assert rollout_view(app) == {"stable_version": "3", "canary_version": None,
-                                 "canary_weight": 0.0}  # fmt: skip
+                                 "canary_weight": 0.0, "shadow_weight": 0.0}  # fmt: skip
     canary = with_rollout(app, canary_version="4", canary_weight=25)
     assert rollout_view(canary) == {"stable_version": "3", "canary_version": "4",
-                                    "canary_weight": 25.0}  # fmt: skip
+                                    "canary_weight": 25.0, "shadow_weight": 0.0}  # fmt: skip
     promoted = with_rollout(canary, stable_version="4", canary_version=None, canary_weight=0)
     # Serve restarts replicas when an app's code version changes; rollouts never change it
     versions = {get_app_code_version(ServeApplicationSchema.model_validate(a))
@@ -193,12 +193,12 @@ def test_the_routers_window_counts_for_the_controller_and_for_the_metrics() -> N
     window.request("predict", 200)
     window.request("predict", 422)
     window.request("predict", 200)
-    answers, requests = window.take_served()
+    answers, requests, _ = window.take_served()
     assert [(v, ver, o) for v, ver, o, _ in answers] == [
         ("canary", "4", "ok"), ("canary", "4", "ok"), ("canary", "4", "error"),
         ("canary", "4", "shed"), ("canary", "4", "rejected"), ("stable", "3", "ok")]  # fmt: skip
     assert requests == {("predict", "2xx"): 2, ("predict", "4xx"): 1}
-    assert window.take_served() == ([], {})  # taken once
+    assert window.take_served() == ([], {}, {})  # taken once
     report = window.take()  # the controller's view: a shed record is not the model's error
     assert (report["canary"].requests, report["canary"].errors) == (4, 1)
     assert window.totals["stable"] == {"requests": 1, "errors": 0}

@@ -9,7 +9,16 @@
 - :mod:`~shipyard.canary.client`: what the CLI does (send a command, wait for the ack).
 """
 
-from shipyard.canary.analysis import Check, RouterReport, VariantReport, Window, analyze
+from shipyard.canary.analysis import (
+    Check,
+    RouterReport,
+    ShadowReport,
+    VariantReport,
+    Window,
+    analyze,
+    analyze_shadow,
+    compare_answers,
+)
 from shipyard.canary.machine import Rollout
 from shipyard.canary.plan import CanaryPlan, parse_duration, parse_plan
 from shipyard.canary.state import (
@@ -37,10 +46,13 @@ __all__ = [
     "Rollout",
     "RolloutState",
     "RouterReport",
+    "ShadowReport",
     "Status",
     "VariantReport",
     "Window",
     "analyze",
+    "analyze_shadow",
+    "compare_answers",
     "new_command",
     "parse_duration",
     "parse_plan",

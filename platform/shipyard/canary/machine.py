@@ -1,6 +1,10 @@
 """The rollout state machine of one application, driven by :meth:`Rollout.tick`.
 
-A rollout moves the canary predictor through its plan's weights (5 → 25 → 50 → 100 %).
+A rollout moves the canary predictor through its plan's weights (5 → 25 → 50 → 100 %),
+after an optional shadow phase (``plan.shadow`` > 0): that share of stable's records
+is mirrored to the canary, clients keep getting stable's answers, and the interval is
+judged on the shadow's errors, latency and disagreement with stable
+(:func:`~shipyard.canary.analysis.analyze_shadow`) before any client sees the canary.
 At each step the machine collects the routers' reports for one interval and advances
 only when the canary had at least ``min_requests`` requests, its error rate was at
 most ``max_error_rate`` and its p95 latency at most ``max_latency_ratio`` times
@@ -30,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from shipyard.canary.analysis import Check, RouterReport, Window, analyze
+from shipyard.canary.analysis import Check, RouterReport, Window, analyze, analyze_shadow
 from shipyard.canary.plan import CanaryPlan
 from shipyard.canary.state import (
     ACTIVE,
@@ -120,7 +124,8 @@ class Rollout:
         if isinstance(report, dict):
             report = RouterReport.from_dict(report)
         # a report from before the current weight was applied belongs to the last step
-        if self.status == Status.PROGRESSING and report.weight == self.state.weight:
+        if (self.status == Status.PROGRESSING and report.weight == self.state.weight
+                and report.shadow_weight == self.state.shadow_weight):  # fmt: skip
             if self.weight_changed is None:
                 self.weight_changed = self.clock()
             warm = self.clock() - self.weight_changed >= self.plan.warmup_window_s
@@ -142,10 +147,13 @@ class Rollout:
         between a config change and its record leaves nothing half done."""
         status, state = self.status, self.state
         if status in (Status.PROGRESSING, Status.PAUSED):
-            self._apply(canary_version=state.canary_version, canary_weight=state.weight)
+            self._apply(canary_version=state.canary_version, canary_weight=state.weight,
+                        shadow_weight=state.shadow_weight,
+                        shadow_threshold=self.plan.decision_threshold)  # fmt: skip
             self.weight_changed = None
-            where = (f"step {state.step + 1}/{len(self.plan.steps)}, weight "
-                     f"{state.weight:g}%, {status}; the analysis interval starts again")  # fmt: skip
+            at = (f"the shadow phase ({state.shadow_weight:g}% mirrored)" if state.shadow_weight
+                  else f"step {state.step + 1}/{len(self.plan.steps)}, weight {state.weight:g}%")  # fmt: skip
+            where = f"{at}, {status}; the analysis interval starts again"
         elif status == Status.PROMOTING:
             where = f"promotion, phase {state.promote_phase or 'shift'}"
         elif status in ACTIVE:
@@ -257,15 +265,34 @@ class Rollout:
         if (app_status and view and view["canary_version"] == self.state.canary_version
                 and app_status.deployment_ready("canary")):  # fmt: skip
             self.decide("ready", "canary predictor is healthy")
-            self._advance(0, Event.READY)
+            if self.plan.shadow > 0:
+                self._shadow_phase()
+            else:
+                self._advance(0, Event.READY)
         elif self.now() > (self.state.ready_deadline or 0.0):
             dep = (app_status.deployments.get("canary") if app_status else None) or {}
             self.rollback(f"canary not ready after {self.plan.ready_timeout_s:g}s "
                           f"({dep.get('status', 'absent')}: {dep.get('message', '')})".strip())  # fmt: skip
 
+    def _shadow_phase(self) -> None:
+        plan = self.plan
+        self._apply(canary_weight=0.0, shadow_weight=plan.shadow,
+                    shadow_threshold=plan.decision_threshold)  # fmt: skip
+        self._to(Event.READY)
+        self.state.step, self.state.weight, self.state.inconclusive_checks = -1, 0.0, 0
+        self.state.shadow_weight = plan.shadow
+        self.weight_changed = None
+        self.reset_window()
+        self.decide("shadow", f"shadow phase: {plan.shadow:g}% of stable's records mirrored to "
+                    f"version {self.state.canary_version}; clients get stable's answers")  # fmt: skip
+
     def _advance(self, step: int, event: Event = Event.ADVANCE) -> None:
         weight = self.plan.steps[step]
-        self._apply(canary_weight=weight)
+        if self.state.shadow_weight:  # the shadow phase ends where the live steps begin
+            self._apply(canary_weight=weight, shadow_weight=0.0)
+            self.state.shadow_weight = 0.0
+        else:
+            self._apply(canary_weight=weight)
         self._to(event)
         self.state.step, self.state.weight, self.state.inconclusive_checks = step, weight, 0
         self.weight_changed = None
@@ -274,7 +301,8 @@ class Rollout:
 
     def _analyze(self) -> None:
         plan, state = self.plan, self.state
-        check = analyze(self.window, plan, state.baseline_p95_ms)
+        judge = analyze_shadow if state.shadow_weight else analyze
+        check = judge(self.window, plan, state.baseline_p95_ms)
         stable = check.metrics["stable"]
         if stable["requests"] >= plan.min_requests and stable["p95_ms"] is not None:
             state.baseline_p95_ms = stable["p95_ms"]
@@ -322,9 +350,9 @@ class Rollout:
         assert version is not None
         phase = state.promote_phase or "shift"
         if phase == "shift":
-            if state.weight != 100.0:
-                self._apply(canary_weight=100.0)
-                state.weight = 100.0
+            if state.weight != 100.0 or state.shadow_weight:
+                self._apply(canary_weight=100.0, shadow_weight=0.0)
+                state.weight, state.shadow_weight = 100.0, 0.0
                 self._wait_ready({"router": 1})
                 self.sleep(DRAIN_S)  # requests already routed to stable are answered
             phase = state.promote_phase = "stable"
@@ -346,8 +374,8 @@ class Rollout:
     def _drain_canary(self) -> None:
         """Traffic off the canary first; only once every router has the new weight (and
         its requests in flight are answered) is the canary's model unloaded."""
-        self._apply(canary_weight=0.0)
-        self.state.weight = 0.0
+        self._apply(canary_weight=0.0, shadow_weight=0.0)
+        self.state.weight = self.state.shadow_weight = 0.0
         self._wait_ready({"router": 1})
         self.sleep(DRAIN_S)
         self._apply(canary_version=None)

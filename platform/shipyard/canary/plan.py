@@ -44,6 +44,14 @@ class CanaryPlan(BaseModel):
     max_inconclusive: int = Field(default=10, ge=1)
     ready_timeout_s: float = Field(default=180.0, ge=5)
     warmup_s: float = Field(default=5.0, ge=0)
+    # A shadow phase before the live steps: this share (%) of stable's records is
+    # mirrored to the canary, whose answers are compared with stable's and never reach
+    # a client; it passes like a step (min_requests mirrored records, error rate,
+    # latency) and when at most max_disagreement of the compared records fall on the
+    # other side of decision_threshold. 0: no shadow phase.
+    shadow: float = Field(default=0.0, ge=0, le=100)
+    max_disagreement: float = Field(default=0.05, ge=0, le=1)
+    decision_threshold: float = Field(default=0.5)
 
     @field_validator("steps")
     @classmethod

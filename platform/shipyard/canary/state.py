@@ -185,6 +185,7 @@ class RolloutState(_Doc):
     plan: CanaryPlan | None = None
     step: int = -1
     weight: float = 0.0
+    shadow_weight: float = 0.0  # > 0: the shadow phase, this share of records mirrored
     failed_checks: int = 0
     inconclusive_checks: int = 0
     baseline_p95_ms: float | None = None
