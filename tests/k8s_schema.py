@@ -16,7 +16,7 @@ import yaml
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "shared" / "kuberay" / "v1.7.0" / "crds"
 _FILES = {"RayCluster": "ray.io_rayclusters.yaml", "RayJob": "ray.io_rayjobs.yaml",
-          "RayService": "ray.io_rayservices.yaml"}  # fmt: skip
+          "RayService": "ray.io_rayservices.yaml", "RayCronJob": "ray.io_raycronjobs.yaml"}  # fmt: skip
 
 
 def _structural(node: Any) -> Any:

@@ -699,9 +699,11 @@ def demo(obj: _Ctx, args: tuple[str, ...]) -> None:
 
 def _add_groups() -> None:
     from shipyard.cli_monitor import monitor, predict
+    from shipyard.cli_schedule import schedule
 
     cli.add_command(monitor)
     cli.add_command(predict)
+    cli.add_command(schedule)
 
 
 _add_groups()

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from shipyard import _process
-from shipyard.errors import ComponentStartError, PlatformError, PortInUseError
+from shipyard.errors import ComponentStartError, PlatformError, PortInUseError, ShipyardError
 from shipyard.settings import Settings
 
 __all__ = [
@@ -350,6 +350,28 @@ def _start_mlflow(settings: Settings, progress: Progress) -> Component:
     )
 
 
+def _start_scheduler(settings: Settings, progress: Progress) -> Component:
+    """The scheduler (``shipyard.schedule``): runs the schedules' commands with these
+    settings; alive once it writes its first heartbeat."""
+    from shipyard.schedule import heartbeat_path
+    from shipyard.settings import SETTINGS_ENV
+
+    log = settings.logs_dir / "scheduler.log"
+    beat = heartbeat_path(settings)
+    beat.unlink(missing_ok=True)
+    progress("starting the scheduler ...")
+    env = _child_env() | {SETTINGS_ENV: settings.model_dump_json()}
+    pid = _process.spawn([sys.executable, "-m", "shipyard.schedule"], log, env=env)
+    deadline = time.monotonic() + 60
+    while not beat.exists():
+        if time.monotonic() > deadline or not _process.is_alive(pid):
+            _process.stop_tree(pid, timeout=10)
+            raise _start_failed("the scheduler", str(log), "it never wrote its heartbeat")
+        time.sleep(0.2)
+    return Component(name="scheduler", pid=pid, create_time=_process.create_time(pid) or 0.0,
+                     address=str(settings.run_dir / "schedules.json"), log=str(log), ports={})  # fmt: skip
+
+
 def _wait_nodes(settings: Settings, url: str, expected: int, workers: list[Component]) -> None:
     deadline = time.monotonic() + settings.ray.start_timeout_s
     while time.monotonic() < deadline:
@@ -411,6 +433,10 @@ def up(
                 comp = _start_mlflow(settings, progress)
                 started.append(comp)
                 new.components[comp.name] = comp
+            if "scheduler" not in new.components:
+                comp = _start_scheduler(settings, progress)
+                started.append(comp)
+                new.components[comp.name] = comp
         except BaseException:
             for comp in reversed(started):
                 _process.stop_tree(comp.pid, timeout=15)
@@ -427,7 +453,13 @@ def down(settings: Settings, progress: Progress = lambda _msg: None) -> list[str
         order = sorted(
             state.components.values(),
             key=lambda c: (
-                0 if c.name.startswith("ray-worker") else 1 if c.name == "ray-head" else 2
+                -1
+                if c.name == "scheduler"  # first: it starts jobs on the rest
+                else 0
+                if c.name.startswith("ray-worker")
+                else 1
+                if c.name == "ray-head"
+                else 2
             ),
         )
         stopped = []
@@ -488,4 +520,19 @@ def status(settings: Settings) -> list[ComponentStatus]:
             "" if health is not None else "server does not answer",
         )
     )  # fmt: skip
+    scheduler = state.components.get("scheduler")
+    if scheduler is not None and not settings.ray.address:
+        alive = scheduler.alive()
+        out.append(ComponentStatus("scheduler", alive, scheduler.address, "",
+                                   _schedules(settings) if alive else "process gone"))  # fmt: skip
     return out
+
+
+def _schedules(settings: Settings) -> str:
+    from shipyard.schedule import load
+
+    try:
+        found = load(settings)
+    except ShipyardError as exc:
+        return str(exc)
+    return f"{len(found)} schedule(s)" + (f": {', '.join(s.name for s in found)}" if found else "")

@@ -21,7 +21,7 @@ from tests.helm.conftest import CHART, VALUE_SETS, one, render, run_helm, templa
 from tests.k8s_schema import validate_cr
 
 K8S_VERSION = "1.35.0"
-RAY_KINDS = {"RayCluster", "RayJob", "RayService"}
+RAY_KINDS = {"RayCluster", "RayJob", "RayService", "RayCronJob"}
 
 
 def test_lint_strict(value_set: str) -> None:
@@ -78,9 +78,10 @@ def pod_specs(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], bool]]
         cluster = spec
     elif kind == "RayService":
         cluster = spec["rayClusterConfig"]
-    elif kind == "RayJob":
-        cluster = spec["rayClusterSpec"]
-        yield f"RayJob {name} submitter", spec["submitterPodTemplate"]["spec"], False
+    elif kind in ("RayJob", "RayCronJob"):
+        job = spec["jobTemplate"] if kind == "RayCronJob" else spec
+        cluster = job["rayClusterSpec"]
+        yield f"{kind} {name} submitter", job["submitterPodTemplate"]["spec"], False
     if cluster is not None:
         yield f"{kind} {name} head", cluster["headGroupSpec"]["template"]["spec"], True
         for group in cluster["workerGroupSpecs"]:
@@ -121,8 +122,8 @@ def test_images_are_pinned_and_containers_bounded(value_set: str) -> None:
                 if long_running:
                     assert "readinessProbe" in c and "livenessProbe" in c, f"{cw}: probes"
         if obj["kind"] in RAY_KINDS:  # the autoscaler sidecar KubeRay adds
-            cluster = obj["spec"].get("rayClusterConfig") or obj["spec"].get("rayClusterSpec") \
-                or obj["spec"]  # fmt: skip
+            spec = obj["spec"].get("jobTemplate") or obj["spec"]  # a RayCronJob's RayJob
+            cluster = spec.get("rayClusterConfig") or spec.get("rayClusterSpec") or spec
             if cluster.get("enableInTreeAutoscaling"):
                 opts = cluster["autoscalerOptions"]
                 assert {"requests", "limits"} <= set(opts["resources"])
@@ -236,8 +237,8 @@ def test_ray_clusters_authenticate_and_autoscale() -> None:
     for obj in objects:
         if obj["kind"] not in RAY_KINDS:
             continue
-        cluster = obj["spec"].get("rayClusterConfig") or obj["spec"].get("rayClusterSpec") \
-            or obj["spec"]  # fmt: skip
+        spec = obj["spec"].get("jobTemplate") or obj["spec"]  # a RayCronJob's RayJob
+        cluster = spec.get("rayClusterConfig") or spec.get("rayClusterSpec") or spec
         assert cluster["authOptions"] == {"mode": "token", "secretName": "shipyard-ray-token"}
         assert cluster["enableInTreeAutoscaling"] is True
         # KubeRay refuses a head declaring REDIS_PASSWORD when GCS fault tolerance is on
@@ -409,3 +410,25 @@ def test_the_grafana_dashboard_ships_for_the_sidecar_and_queries_what_is_exporte
     assert cm["metadata"]["annotations"] == {"grafana_folder": "Shipyard"}
     off = render(**{"serve.grafanaDashboard.enabled": "false"})
     assert not [o for o in off if o["metadata"]["name"] == "shipyard-grafana-dashboard"]
+
+
+def test_retraining_is_a_ray_cron_job_only_behind_its_feature_gate() -> None:
+    objects = render("ci")
+    cron = one(objects, "RayCronJob", "shipyard-retraining")
+    assert cron["spec"]["schedule"] == "0 3 * * *" and cron["spec"]["timeZone"] == "Europe/Berlin"
+    job = cron["spec"]["jobTemplate"]
+    entry = job["entrypoint"]
+    assert entry.startswith("shipyard monitor check 'fraud-detector'") or entry.startswith(
+        'shipyard monitor check "fraud-detector"')  # fmt: skip
+    assert "rc -eq 10" in entry and "exec shipyard train --local --config" in entry
+    head = job["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    volume = next(v for v in head["volumes"] if v["name"] == "train-config")
+    assert volume["configMap"]["name"] == "shipyard-retrain"
+    config = one(objects, "ConfigMap", "shipyard-retrain")
+    assert "epochs" in config["data"]["train.yaml"]
+    assert one(objects, "ConfigMap", "shipyard-train-ci")  # the one-off job keeps its own
+    every = one(render("ci", **{"jobs.retraining.ifAlert": ""}), "RayCronJob")
+    assert every["spec"]["jobTemplate"]["entrypoint"].startswith("shipyard train --local")
+    assert not [o for o in render() if o["kind"] == "RayCronJob"]  # off by default
+    done = run_helm(*template_args(VALUE_SETS["default"], {"jobs.retraining.enabled": "true"}))
+    assert done.returncode != 0 and "RayCronJob feature gate" in done.stderr

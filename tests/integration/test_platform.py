@@ -26,13 +26,14 @@ def test_cluster_has_head_and_worker_node_on_loopback(platform: Platform) -> Non
 def test_up_again_reports_what_runs_and_status_is_green(platform: Platform) -> None:
     again = platform.run("up", "--workers", "1")
     assert again.returncode == 0, again.stderr
-    for name in ("ray-head", "ray-worker-1", "mlflow"):
+    for name in ("ray-head", "ray-worker-1", "mlflow", "scheduler"):
         assert f"{name} is already running" in again.stderr
     status = platform.run("status")
     assert status.returncode == 0, status.stdout
     assert "2 node(s) alive" in status.stdout
     rows = json.loads(platform.run("status", "--json").stdout)
-    assert {r["name"]: r["up"] for r in rows} == {"ray": True, "ray-worker-1": True, "mlflow": True}
+    assert {r["name"]: r["up"] for r in rows} == {"ray": True, "ray-worker-1": True, "mlflow": True,
+                                                  "scheduler": True}  # fmt: skip
     assert next(r for r in rows if r["name"] == "ray")["version"] == "2.60.0"
 
 

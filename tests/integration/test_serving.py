@@ -566,8 +566,8 @@ def _plant_labels(platform: Platform, log: pd.DataFrame, now: pd.Timestamp) -> p
     the score (both classes, an imperfect model), known over the next ten days; a fifth
     never labelled."""
     rng = np.random.default_rng(5)
-    ids = log.drop_duplicates("transaction_id")
-    ids = ids[ids["status"] == 200]
+    ids = log[log["transaction_id"].notna() & (log["status"] == 200)]
+    ids = ids.drop_duplicates("transaction_id")  # a record without an id meets no label
     noisy = ids["fraud_probability"].to_numpy() + rng.normal(0, 0.25, len(ids))
     labels = pd.DataFrame({
         "transaction_id": ids["transaction_id"].to_numpy(),
@@ -932,6 +932,47 @@ def test_a_second_model_canaries_next_to_the_first_without_touching_it(
                            "as_of": "2026-08-14T10:00:00Z"}, timeout=30).json()  # fmt: skip
     assert answer["spend_next_7d"] >= 0 and answer["customer_id"] == customers[0]
     assert answer["model_version"] == spend["healthy"] and answer["features_missing"] == []
+
+
+def test_a_scheduled_retraining_that_fails_leaves_serving_untouched(
+    served: str, platform: Platform, customers: list[str], client, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The platform's scheduler fires a retraining schedule; the training job fails (a
+    window with no data) and is recorded with its exit code and log, while clients keep
+    getting the same stable version, no version is registered and no alias moves."""
+    config = tmp_path / "broken.yaml"
+    config.write_text("start: '2099-01-01T00:00:00Z'\nend: '2099-02-01T00:00:00Z'\nepochs: 1\n")
+    stable = _state(platform)["stable_version"]
+    champion = client.get_model_version_by_alias(MODEL, "champion").version
+    latest = max(int(v.version) for v in client.search_model_versions(f"name='{MODEL}'"))
+    status = platform.run("status")
+    assert "scheduler" in status.stdout and status.returncode == 0, status.stdout + status.stderr
+
+    def runs() -> list[dict]:
+        listed = platform.run("schedule", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        return next(s for s in json.loads(listed.stdout) if s["name"] == "retrain")["runs"]
+
+    body = random_transactions(customers)
+    with Load(f"{served}/predict", body, rate=10, threads=4, max_seconds=400) as load:
+        added = platform.run("schedule", "add", "retrain", "--every", "10s", "--",
+                             "train", "--config", str(config))  # fmt: skip
+        assert added.returncode == 0, added.stdout + added.stderr
+        deadline = time.monotonic() + 300
+        while not runs() and time.monotonic() < deadline:
+            if json.loads(platform.run("schedule", "list", "--json").stdout)[0]["last_fire"]:
+                platform.run("schedule", "disable", "retrain")  # this fire only
+            time.sleep(3)
+        done = runs()
+    platform.run("schedule", "remove", "retrain")
+    assert done, "the scheduler never ran the schedule"
+    run = done[-1]
+    assert run["trigger"] == "every" and run["outcome"].startswith("failed: `shipyard train`")
+    assert "error:" in Path(run["log"]).read_text()
+    assert load.results and all(r[1] == 200 for r in load.results), load.failures()[:5]
+    assert {r[3] for r in load.results} == {stable}
+    assert client.get_model_version_by_alias(MODEL, "champion").version == champion
+    assert max(int(v.version) for v in client.search_model_versions(f"name='{MODEL}'")) == latest
 
 
 def test_canary_cli_refuses_bad_requests(served: str, platform: Platform, versions: dict) -> None:

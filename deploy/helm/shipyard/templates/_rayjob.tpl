@@ -2,17 +2,28 @@
 {{- .Values.jobs.runId | default (printf "r%d" (int .Release.Revision)) -}}
 {{- end -}}
 
+{{/* The training config's ConfigMap: one per run for the one-off RayJob ("train"),
+     one for the schedule ("retrain"). (dict "root" $ "name" "train"|"retrain") */}}
+{{- define "shipyard.trainConfigMap" -}}
+{{- $fullname := include "shipyard.fullname" .root -}}
+{{- if eq .name "retrain" -}}
+{{- printf "%s-retrain" $fullname -}}
+{{- else -}}
+{{- printf "%s-train-%s" $fullname (include "shipyard.runId" .root) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* A pipeline RayJob on a cluster of its own, removed when the job ends. The
      entrypoint is the same `shipyard` command a user runs locally; `--local` runs it
      in the job's driver, which joins the RayJob's cluster (RAY_ADDRESS).
-     (dict "root" $ "name" "features" "entrypoint" "..." "trainConfig" bool) */}}
+     (dict "root" $ "name" "features" "entrypoint" "..." "trainConfig" "train"|"retrain"|"") */}}
 {{- define "shipyard.rayJob" -}}
 {{- $root := .root -}}
 {{- $v := $root.Values -}}
 {{- $fullname := include "shipyard.fullname" $root -}}
 {{- $spec := include "shipyard.rayClusterSpec" (dict "root" $root "component" (printf "job-%s" .name) "head" $v.ray.head "groups" $v.ray.workerGroups "serviceAccount" (printf "%s-ray" $fullname) "serve" false "autoscale" true "gcsFt" false) | fromYaml -}}
 {{- if .trainConfig -}}
-{{- $vol := dict "name" "train-config" "configMap" (dict "name" (printf "%s-train-%s" $fullname (include "shipyard.runId" $root))) -}}
+{{- $vol := dict "name" "train-config" "configMap" (dict "name" (include "shipyard.trainConfigMap" (dict "root" $root "name" .trainConfig))) -}}
 {{- $mount := dict "name" "train-config" "mountPath" "/etc/shipyard/train" "readOnly" true -}}
 {{- $head := $spec.headGroupSpec.template.spec -}}
 {{- $_ := set $head "volumes" (append $head.volumes $vol) -}}
