@@ -30,6 +30,7 @@ from pipelines.training import job as training_job
 
 Say = Callable[[str], None]
 TRAIN_DAYS = 45  # the demo trains on recent data: the Feast join is its slowest step
+HOLDOUT_DAYS = 7  # the last week is held out of training: the served traffic replays it
 
 
 def _dataset_matches(path: Path, rows: int, seed: int) -> bool:
@@ -76,13 +77,13 @@ def run_demo(
     settings: Settings, *, rows: int, workers: int | None, say: Say, echo: Say, seed: int = 7
 ) -> dict[str, str]:
     began = time.monotonic()
-    say("[1/14] starting the local platform")
+    say("[1/15] starting the local platform")
     state = up(settings, workers=workers, progress=say)
     for name in state.already_running:
         say(f"      {name} already running")
 
     raw = settings.raw_data_dir
-    say(f"[2/14] generating {rows:,} raw transactions in {raw}")
+    say(f"[2/15] generating {rows:,} raw transactions in {raw}")
     if _dataset_matches(raw, rows, seed):
         say("      already there (same rows and seed); reusing it")
     else:
@@ -96,7 +97,7 @@ def run_demo(
 
     report = settings.data_root / "reports" / "raw_summary.json"
     entry = ["python", "-m", "pipelines.data.summary", "--input", str(raw), "--out", str(report)]
-    say("[3/14] submitting a Ray job that summarises them: " + " ".join(entry))
+    say("[3/15] submitting a Ray job that summarises them: " + " ".join(entry))
     job_id = jobs.submit_job(settings, entry, metadata={"shipyard": "demo"})
     say(f"      job {job_id}; streaming its logs")
     for chunk in jobs.tail_logs(settings, job_id):
@@ -104,28 +105,30 @@ def run_demo(
     info = jobs.wait_for_job(settings, job_id)
     summary = json.loads(report.read_text())
 
-    say("[4/14] building features in a Ray job (validate, quarantine, point-in-time windows)")
+    say("[4/15] building features in a Ray job (validate, quarantine, point-in-time windows)")
     manifest = workload.run_module(settings, build, [], local=False, echo=_quiet(echo)) or {}
     say(f"      {manifest['accepted']:,} rows accepted, "
         f"{sum(manifest['quarantined'].values()):,} quarantined; "
         f"{manifest['customer_rows']:,} customer rows, {manifest['merchant_rows']:,} merchant rows")  # fmt: skip
-    say("[5/14] registering the feature repo in Feast and materializing the online store")
+    say("[5/15] registering the feature repo in Feast and materializing the online store")
     for name in features.apply(settings):
         say(f"      applied {name}")
     workload.run_module(settings, feature_jobs, ["materialize"], local=False, echo=_quiet(echo))
-    say("[6/14] reading online features for a few customers")
+    say("[6/15] reading online features for a few customers")
     samples = _samples(raw)
     feature_store = store.open_store(store.write_repo(settings))
     online = [store.online_features(feature_store, c, m, a) for c, m, a in samples]
-    say("[7/14] training the fraud model with Ray Train (2 DDP workers), tracked in MLflow")
-    start = _latest(raw) - timedelta(days=TRAIN_DAYS)
-    say(f"      on the last {TRAIN_DAYS} days of data (from {start:%Y-%m-%d})")
-    trained = train(settings, _quiet(echo), workers=2, start=start)
+    say("[7/15] training the fraud model with Ray Train (2 DDP workers), tracked in MLflow")
+    end = _latest(raw) - timedelta(days=HOLDOUT_DAYS)
+    start = end - timedelta(days=TRAIN_DAYS)
+    say(f"      on {TRAIN_DAYS} days of data ({start:%Y-%m-%d} .. {end:%Y-%m-%d}); the last "
+        f"{HOLDOUT_DAYS} days are held out: the traffic replays them")  # fmt: skip
+    trained = train(settings, _quiet(echo), workers=2, start=start, end=end)
     say(f"      version {trained['version']}, aliases {', '.join(trained['aliases']) or 'none'}")
     from pipelines.demo_serving import run_serving
     from pipelines.demo_serving import summary as serving_summary
 
-    served = run_serving(settings, trained, raw, start, say, echo, _quiet(echo))
+    served = run_serving(settings, trained, raw, start, end, say, echo, _quiet(echo))
 
     echo("")
     echo("=" * 64)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import requests
 from shipyard import serving
 from shipyard.canary import TERMINAL, parse_plan
@@ -21,7 +22,7 @@ from shipyard.errors import ShipyardError
 from shipyard.settings import Settings
 from shipyard.traffic import Load
 
-from pipelines.data.requests import forecast, random_forecasts, random_transactions, transaction
+from pipelines.data.requests import forecast, random_forecasts, replayed, transaction
 
 Say = Callable[[str], None]
 
@@ -58,17 +59,22 @@ def _failed(results: list[tuple[float, int, str, str]]) -> str:
     )
 
 
-def _traffic(raw: Path) -> tuple[list[str], list[str]]:
+def _traffic(raw: Path, held_out_from: datetime) -> tuple[list[str], list[str], Any]:
+    """The recent customers and merchants, and the transactions held out of training
+    (from ``held_out_from`` on, in time order): what the clients replay."""
     import pyarrow.dataset as ds
 
-    frame = (ds.dataset(raw, format="parquet", partitioning="hive")
-             .to_table(columns=["customer_id", "merchant_id", "timestamp"]).to_pandas())  # fmt: skip
-    recent = frame.sort_values("timestamp").tail(20000)
-    return sorted(recent["customer_id"].unique()), sorted(recent["merchant_id"].unique())
+    frame = (ds.dataset(raw, format="parquet", partitioning="hive").to_table(
+        columns=["transaction_id", "customer_id", "merchant_id", "amount", "currency",
+                 "category", "country", "timestamp"]).to_pandas())  # fmt: skip
+    frame = frame.sort_values("timestamp", kind="stable")
+    recent = frame.tail(20000)
+    held = frame[frame["timestamp"] >= held_out_from]
+    return sorted(recent["customer_id"].unique()), sorted(recent["merchant_id"].unique()), held
 
 
 def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: datetime,
-                say: Say, echo: Say, quiet: Say) -> dict[str, Any]:  # fmt: skip
+                end: datetime, say: Say, echo: Say, quiet: Say) -> dict[str, Any]:  # fmt: skip
     import logging
     import os
 
@@ -85,33 +91,34 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     saved = client.get_run(trained["run_id"]).data.tags["data.training_set"]
 
-    say("[8/14] retraining with another seed on the same training set: the challenger")
+    say("[8/15] retraining with another seed on the same training set: the challenger")
     challenger = train(settings, quiet, workers=2, start=start, seed=1, training_set=saved,
                        gate={"champion_tolerance": 0.05})  # fmt: skip
     say(f"      version {challenger['version']}: gate {'passed' if challenger['gate_passed'] else 'refused'}"
         f" ({challenger['gate_reason']}); aliases {', '.join(challenger['aliases']) or 'none'}")  # fmt: skip
 
-    say(f"[9/14] deploying {model}@champion on Ray Serve (router + stable/canary predictors)")
+    say(f"[9/15] deploying {model}@champion on Ray Serve (router + stable/canary predictors)")
     deployed = serving.deploy(settings, f"{model}@champion", echo=lambda m: say("      " + m))
     url = f"{deployed['route']}/predict"
-    customers, merchants = _traffic(raw)
+    customers, merchants, held = _traffic(raw, end)
 
-    say(f"[10/14] canary of {model}@challenger under traffic (40 requests/s, open loop, on "
-        "loopback)")  # fmt: skip
+    say(f"[10/15] shadow, then canary of {model}@challenger under traffic (40 requests/s, open "
+        f"loop, on loopback): the {len(held):,} held-out transactions, replayed in order")  # fmt: skip
     good: dict[str, Any] = {}
     bad: dict[str, Any] = {}
-    body = random_transactions(customers, merchants)
+    body = replayed(held)
     with Load(url, body, rate=40, threads=16, max_seconds=600) as load:
         if challenger["gate_passed"] and challenger["version"] != deployed["version"]:
+            # shadow first: half of stable's records mirrored, compared, never answered
             plan = parse_plan(steps="10,50,100", interval="8s", min_requests=20,
-                              max_latency_ratio=2.0)  # fmt: skip
+                              max_latency_ratio=2.0, shadow=50, max_disagreement=0.1)  # fmt: skip
             rollouts.start(settings, model, "challenger", plan, echo=lambda m: say("      " + m))
             good = _follow(settings, model, echo)
         else:
             say("      no new challenger passed the gate; skipping its canary")
         mark = len(load.results)
 
-        say("[11/14] planting a bad version (fails on ~half the transactions) and rolling it out")
+        say("[11/15] planting a bad version (fails on ~half the transactions) and rolling it out")
         source = good.get("canary_version") or deployed["version"]
         faulty = register_faulty_version(settings.tracking_uri, model, source, error_share=0.5)
         say(f"      registered {model} version {faulty} (a faulty copy of version {source})")
@@ -125,7 +132,7 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
 
     spend = run_spend(settings, model, url, body, customers, say, echo, quiet)
 
-    say("[14/14] sample predictions over HTTP")
+    say("[14/15] sample predictions over HTTP")
     samples = []
     for i, (cust, merch) in enumerate(zip(customers[-4:], merchants[-4:], strict=False)):
         tx = transaction(i, cust, merch, amount=[25.0, 180.0, 950.0, 4200.0][i])
@@ -135,8 +142,33 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
     for cust in [*customers[-3:], "c_new_customer"]:
         ask = forecast(cust, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         spend["samples"].append((ask, requests.post(spend["url"], json=ask, timeout=30).json()))
+    monitored = watch(
+        settings, model, pd.Timestamp(held["timestamp"].max()).to_pydatetime(), say, echo
+    )
     return {"url": url, "deployed": deployed, "challenger": challenger, "good": good,
-            "bad": bad, "faulty": faulty, "samples": samples, "spend": spend}  # fmt: skip
+            "bad": bad, "faulty": faulty, "samples": samples, "spend": spend,
+            "monitor": monitored}  # fmt: skip
+
+
+def watch(settings: Settings, model: str, last: datetime, say: Say, echo: Say) -> dict[str, Any]:
+    """What the model served, held against its training data (drift) and, as their
+    labels arrive (chargebacks take days to weeks), against the truth: `shipyard monitor
+    status` at two points of the labels' clock, then a recorded `monitor check`."""
+    from shipyard import monitor
+    from shipyard.cli_monitor import show
+
+    time.sleep(settings.monitor.log_flush_interval_s + 1)  # the replicas' last log writes
+    say(f"[15/15] what {model} served: drift, and live quality as the labels arrive")
+    early = last + timedelta(days=3)
+    say(f"      three days after the last replayed transaction ({early:%Y-%m-%d}): "
+        "`shipyard monitor status`")  # fmt: skip
+    show(monitor.check(settings, model, hours=1, labels_as_of=early, record=False), False,
+         settings, echo=echo)  # fmt: skip
+    late = last + timedelta(days=45)
+    say(f"      45 days after ({late:%Y-%m-%d}), every chargeback in: `shipyard monitor check`")
+    result = monitor.check(settings, model, hours=1, labels_as_of=late, record=True)
+    show(result, False, settings, echo=echo)
+    return result.to_dict()
 
 
 def run_spend(settings: Settings, fraud_model: str, fraud_url: str, fraud_body: Any,
@@ -148,7 +180,7 @@ def run_spend(settings: Settings, fraud_model: str, fraud_url: str, fraud_body: 
 
     from pipelines.spend import train as spend_train
 
-    say("[12/14] a second model, customer spend over the next 7 days (scikit-learn, its own "
+    say("[12/15] a second model, customer spend over the next 7 days (scikit-learn, its own "
         "feature service), trained by a Ray job and deployed next to the fraud model")  # fmt: skip
     first = workload.run_module(settings, spend_train, ["--rows", "10000"], local=False,
                                 echo=quiet) or {}  # fmt: skip
@@ -159,7 +191,7 @@ def run_spend(settings: Settings, fraud_model: str, fraud_url: str, fraud_body: 
     deployed = serving.deploy(settings, f"{model}@champion", echo=lambda m: say("      " + m))
     url = f"{deployed['route']}/predict"
 
-    say(f"[13/14] retraining {model} with another seed, and a canary of it while both models "
+    say(f"[13/15] retraining {model} with another seed, and a canary of it while both models "
         "take traffic")  # fmt: skip
     second = workload.run_module(settings, spend_train, ["--rows", "10000", "--seed", "1",
                                                          "--gate-tolerance", "0.05"],
@@ -205,7 +237,8 @@ def summary(result: dict[str, Any], echo: Say) -> None:
     echo(f"  serving         POST {result['url']}")
     if good:
         echo(f"  canary          version {good['canary_version']}: {good['status']} "
-             f"after {sum(d['action'] == 'check_passed' for d in good['decisions'])} passed checks")  # fmt: skip
+             f"after {sum(d['action'] == 'check_passed' for d in good['decisions'])} passed checks"
+             " (the first in shadow)")  # fmt: skip
     echo(f"  bad canary      version {result['faulty']}: {bad.get('status')} "
          f"({(bad.get('decisions') or [{}])[-1].get('reason', '')})")  # fmt: skip
     echo("  predictions:")
@@ -231,6 +264,9 @@ def summary(result: dict[str, Any], echo: Say) -> None:
              f"{answer.get('spend_next_7d', float('nan')):>13.2f} "
              f"{answer.get('model_version', '-'):>7}  {note}")  # fmt: skip
     model = result["deployed"]["model"]
+    monitored = result.get("monitor") or {}
+    echo(f"  monitoring      {len(monitored.get('alerts') or [])} alert(s) in the last check; "
+         f"`shipyard monitor status {model}`")  # fmt: skip
     echo(
         f"  try: shipyard serve status; shipyard canary status {model}; "
         f"shipyard canary status {spend['model']}"

@@ -8,7 +8,7 @@ import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["forecast", "random_forecasts", "random_transactions", "transaction"]
+__all__ = ["forecast", "random_forecasts", "random_transactions", "replayed", "transaction"]
 
 
 def transaction(i: int, customer: str, merchant: str = "m_000001", amount: float = 42.0) -> dict:
@@ -26,6 +26,25 @@ def random_transactions(
     def body(i: int, rng: random.Random) -> dict[str, Any]:
         return transaction(i, rng.choice(customers), rng.choice(merchants),
                            round(rng.uniform(5, 500), 2))  # fmt: skip
+
+    return body
+
+
+def replayed(rows: Any) -> Callable[[int, random.Random], dict[str, Any]]:
+    """``body(i, rng)`` for a load: the i-th of ``rows`` (raw transactions, a DataFrame;
+    in order, wrapping around) as its client sent it. Replaying transactions held out of
+    training sends what the model never saw, with the same ids as the labels that
+    arrive for them later (``label_available_at``), so live quality can be measured."""
+    fields = ["transaction_id", "customer_id", "merchant_id", "amount", "currency", "category",
+              "country"]  # fmt: skip
+    stamps = rows["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").tolist()
+    records = [dict(zip(fields, values, strict=True), timestamp=stamp)
+               for values, stamp in zip(rows[fields].itertuples(index=False), stamps, strict=True)]  # fmt: skip
+    if not records:
+        raise ValueError("no transactions to replay")
+
+    def body(i: int, rng: random.Random) -> dict[str, Any]:
+        return records[i % len(records)]
 
     return body
 

@@ -83,14 +83,9 @@ def list_cmd(obj: Any, as_json: bool) -> None:
 @click.pass_obj
 def show_cmd(obj: Any, name: str) -> None:
     """NAME's runs (the last 20): trigger, steps and their exit codes, outcome, log."""
-    from shipyard.errors import ConfigError
-    from shipyard.schedule import load
+    from shipyard.schedule import get
 
-    found = {s.name: s for s in load(obj.settings)}
-    if name not in found:
-        raise ConfigError(f"no schedule named {name!r}",
-                          hint=f"schedules: {', '.join(found) or 'none'}")  # fmt: skip
-    s = found[name]
+    s = get(obj.settings, name)
     click.echo(f"{s.name}: `shipyard {' '.join(s.command)}` {s.when}")
     for run in s.runs or []:
         codes = ", ".join(f"{st.argv[0]} {st.argv[1] if len(st.argv) > 1 else ''}".strip()
@@ -102,26 +97,22 @@ def show_cmd(obj: Any, name: str) -> None:
         click.echo("  no runs yet")
 
 
-@schedule.command("disable")
-@click.argument("name")
-@click.pass_obj
-def disable_cmd(obj: Any, name: str) -> None:
-    """Stop NAME's fires (kept, with its runs; a run in progress finishes)."""
-    from shipyard.schedule import enable
+def _switch(on: bool) -> None:
+    word = "enable" if on else "disable"
 
-    enable(obj.settings, name, False)
-    click.echo(f"schedule {name}: disabled")
+    @schedule.command(word, help="Fire NAME again on its schedule." if on else
+                      "Stop NAME's fires (kept, with its runs; a run in progress finishes).")  # fmt: skip
+    @click.argument("name")
+    @click.pass_obj
+    def switch_cmd(obj: Any, name: str) -> None:
+        from shipyard.schedule import enable
+
+        enable(obj.settings, name, on)
+        click.echo(f"schedule {name}: {word}d")
 
 
-@schedule.command("enable")
-@click.argument("name")
-@click.pass_obj
-def enable_cmd(obj: Any, name: str) -> None:
-    """Fire NAME again on its schedule."""
-    from shipyard.schedule import enable
-
-    enable(obj.settings, name, True)
-    click.echo(f"schedule {name}: enabled")
+_switch(False)
+_switch(True)
 
 
 @schedule.command("remove")

@@ -44,6 +44,7 @@ __all__ = [
     "Schedule",
     "add",
     "enable",
+    "get",
     "load",
     "next_fire",
     "remove",
@@ -185,21 +186,28 @@ def _check_command(command: list[str]) -> None:
                           hint=f"commands: {', '.join(known)}")  # fmt: skip
 
 
+def _named(book: Book, name: str) -> Schedule:
+    if name not in book.schedules:
+        raise ConfigError(f"no schedule named {name!r}",
+                          hint=f"schedules: {', '.join(book.schedules) or 'none'}")  # fmt: skip
+    return book.schedules[name]
+
+
+def get(settings: Settings, name: str) -> Schedule:
+    with _book(settings, write=False) as book:
+        return _named(book, name)
+
+
 def enable(settings: Settings, name: str, enabled: bool = True) -> Schedule:
     """Turn a schedule's fires on or off (a run in progress finishes and is recorded)."""
     with _book(settings) as book:
-        if name not in book.schedules:
-            raise ConfigError(f"no schedule named {name!r}",
-                              hint=f"schedules: {', '.join(book.schedules) or 'none'}")  # fmt: skip
-        book.schedules[name].enabled = enabled
+        _named(book, name).enabled = enabled
         return book.schedules[name]
 
 
 def remove(settings: Settings, name: str) -> Schedule:
     with _book(settings) as book:
-        if name not in book.schedules:
-            raise ConfigError(f"no schedule named {name!r}",
-                              hint=f"schedules: {', '.join(book.schedules) or 'none'}")  # fmt: skip
+        _named(book, name)
         return book.schedules.pop(name)
 
 
@@ -221,36 +229,31 @@ def run_now(settings: Settings, name: str, *, trigger: str = "manual",
             echo: Say | None = None) -> Run:  # fmt: skip
     """Run the schedule's steps now; each one's output goes to the run's log (and to
     ``echo``). The run is recorded, whatever its outcome."""
-    with _book(settings, write=False) as book:
-        if name not in book.schedules:
-            raise ConfigError(f"no schedule named {name!r}",
-                              hint=f"schedules: {', '.join(book.schedules) or 'none'}")  # fmt: skip
-        schedule = book.schedules[name]
+    schedule = get(settings, name)
     started = _now()
     folder = settings.logs_dir / "schedules"
     folder.mkdir(parents=True, exist_ok=True)
-    log = folder / f"{name}-{started:%Y%m%dT%H%M%SZ}.log"
+    log = folder / f"{name}-{started:%Y%m%dT%H%M%S.%fZ}.log"
     run = Run(trigger=trigger, started_at=started.isoformat(), log=str(log))  # type: ignore[arg-type]
     env = dict(os.environ) | {SETTINGS_ENV: settings.model_dump_json()}
-    steps = ([["monitor", "check", schedule.if_alert]] if schedule.if_alert else []) + [
-        schedule.command
-    ]
+    check = ["monitor", "check", schedule.if_alert] if schedule.if_alert else None
     with open(log, "w") as out:
-        for argv in steps:
+        for argv in [check, schedule.command]:
+            if argv is None:
+                continue
             step = Step(argv=argv)
             run.steps.append(step)
-            step.exit_code = _child(argv, env, out, echo)
-            if argv is not schedule.command:  # the alert check
-                if step.exit_code == 0:
-                    run.outcome = f"skipped: `monitor check {schedule.if_alert}` raised no alert"
-                    break
-                if step.exit_code != ALERT_EXIT_CODE:
-                    run.outcome = f"failed: `monitor check` exited {step.exit_code}"
-                    break
-            elif step.exit_code == 0:
-                run.outcome = "ok"
-            else:
-                run.outcome = f"failed: `shipyard {argv[0]}` exited {step.exit_code}"
+            step.exit_code = code = _child(argv, env, out, echo)
+            if argv is check and code == 0:
+                run.outcome = f"skipped: `monitor check {schedule.if_alert}` raised no alert"
+                break
+            if argv is check and code != ALERT_EXIT_CODE:
+                run.outcome = f"failed: `monitor check` exited {code}"
+                break
+            if argv is not check:
+                run.outcome = (
+                    "ok" if code == 0 else f"failed: `shipyard {' '.join(argv)}` exited {code}"
+                )
     run.finished_at = _now().isoformat()
     with _book(settings) as book:
         if name in book.schedules:  # removed meanwhile: nothing to record on
@@ -297,8 +300,8 @@ def serve(settings: Settings, poll_s: float = 5.0, stop: threading.Event | None 
         beat.write_text(json.dumps({"pid": os.getpid(), "at": _now().isoformat()}))
         try:
             tick(settings)
-        except ConfigError as exc:  # a damaged file: said in the log, retried next time
-            print(f"scheduler: {exc}", file=sys.stderr, flush=True)
+        except Exception as exc:  # noqa: BLE001 - said in its log, retried next time; never dies
+            print(f"scheduler: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         stop.wait(poll_s)
 
 

@@ -654,29 +654,31 @@ def test_monitor_check_reports_the_served_traffic_and_records_it(
 
 
 def test_a_shadow_phase_compares_answers_no_client_sees_and_rolls_a_disagreeing_version_back(
-    served: str, platform: Platform, versions: dict[str, str], customers: list[str], client
-) -> None:  # type: ignore[no-untyped-def]
-    """The champion (PyTorch) mirrored against stable (the promoted scikit-learn
-    version), at a decision threshold where they disagree: every client gets stable's
-    answer; the shadow's answers land in the log as variant ``shadow``; the router's
-    count of disagreements equals one made here from the log's pairs; the shadow check
-    fails and the version is rolled back before any client saw it."""
+    served: str, platform: Platform, customers: list[str]
+) -> None:
+    """A copy of stable that flips its scores (1 - p) on a third of the records, in a
+    shadow phase: every client gets stable's answer; the shadow's answers land in the
+    log as variant ``shadow``; on the records it does not flip it answers exactly as
+    stable (difference 0); the router's count of disagreements equals one made here
+    from the log's pairs; the shadow check fails and the version is rolled back before
+    any client saw it."""
     from shipyard.inference_log import read_log
 
+    from pipelines.training.chaos import register_faulty_version
+
     stable = _state(platform)["stable_version"]
-    shadow_version = versions["champion"]
-    assert stable == versions["healthy"]
+    flipped = register_faulty_version(platform.mlflow, MODEL, stable, error_share=0.0,
+                                      flip_share=0.3)  # fmt: skip
     transactions = random_transactions(customers)
 
     def body(i: int, rng: random.Random) -> dict:
         return {**transactions(i, rng), "transaction_id": f"sh{i}"}  # unique in the module
 
-    threshold = 0.01
     with Load(f"{served}/predict", body, rate=25, threads=8, max_seconds=300) as load:
-        started = platform.run("canary", "start", MODEL, "--version", shadow_version, *PLAN,
+        started = platform.run("canary", "start", MODEL, "--version", flipped, *PLAN,
                                "--shadow", "100", "--steps", "100", "--interval", "8s",
-                               "--max-disagreement", "0", "--decision-threshold", str(threshold),
-                               "--failure-threshold", "1", timeout=200)  # fmt: skip
+                               "--max-disagreement", "0.05", "--failure-threshold", "1",
+                               timeout=200)  # fmt: skip
         assert started.returncode == 0, started.stdout + started.stderr
         state = _wait_for(platform, lambda s: s["status"] in TERMINAL, 200, "the shadow's verdict")
     assert state["status"] == "rolled_back", state["decisions"][-3:]
@@ -694,17 +696,19 @@ def test_a_shadow_phase_compares_answers_no_client_sees_and_rolls_a_disagreeing_
             mine[mine["variant"] == "shadow"], on="transaction_id", suffixes=("", "_shadow")
         )
         pairs = pairs[(pairs["status"] == 200) & (pairs["status_shadow"] == 200)]
-        split = (pairs["fraud_probability"] >= threshold) != (
-            pairs["fraud_probability_shadow"] >= threshold)  # fmt: skip
+        split = (pairs["fraud_probability"] >= 0.5) != (pairs["fraud_probability_shadow"] >= 0.5)
         samples = _scrape(platform, "ray_shipyard_shadow_comparisons_total")
-        got = {o: sum(_total(samples, model=MODEL, version=shadow_version, outcome=o).values())
+        got = {o: sum(_total(samples, model=MODEL, version=flipped, outcome=o).values())
                for o in ("agree", "disagree")}  # fmt: skip
         want = {"agree": float((~split).sum()), "disagree": float(split.sum())}
         if got == want or time.monotonic() > deadline:
             break
         time.sleep(3)
-    assert (mine[mine["variant"] == "shadow"]["model_version"] == shadow_version).all()
-    assert want["disagree"] > 0 and got == want, (got, want)
+    assert (mine[mine["variant"] == "shadow"]["model_version"] == flipped).all()
+    assert got == want and 0.15 < want["disagree"] / len(pairs) < 0.45, (got, want, len(pairs))
+    diff = (pairs["fraud_probability"] - pairs["fraud_probability_shadow"]).abs()
+    same = ~np.isclose(pairs["fraud_probability_shadow"], 1 - pairs["fraud_probability"])
+    assert (diff[same] < 1e-9).all()  # where it does not flip, it answers as stable
 
 
 def _scrape(platform: Platform, name: str) -> list[tuple[dict[str, str], float]]:

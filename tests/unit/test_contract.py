@@ -525,3 +525,31 @@ def test_batches_run_inline_while_short_and_in_a_thread_when_long() -> None:
     assert where.inline() and where.inline()
     where.took(0.1)
     assert not where.inline()  # a slow batch sends the next ones to a thread again
+
+
+def test_replayed_raw_transactions_are_valid_requests_with_their_ids(
+    fraud: ServingContract, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    """The demo replays held-out raw transactions: each is a request the fraud contract
+    accepts, with the transaction's own id (what its late label joins on)."""
+    import json
+
+    import pyarrow.dataset as ds
+
+    from pipelines.data.generate import GenerateConfig, generate
+    from pipelines.data.requests import replayed
+
+    generate(GenerateConfig(rows=3000, seed=1, days=10), tmp_path / "raw", overwrite=True)
+    frame = (
+        ds.dataset(tmp_path / "raw", format="parquet", partitioning="hive").to_table().to_pandas()
+    )
+    body = replayed(frame.sort_values("timestamp"))
+    schema = RequestSchema(fraud, online=True)
+    for i in range(0, 3000, 97):
+        record = json.loads(json.dumps(body(i, None)))  # as the client sends it
+        row, errors = schema.validate(record)
+        assert not errors, (record, errors)
+    assert body(3000, None) == body(0, None)  # wraps around
+    assert (
+        body(5, None)["transaction_id"] == frame.sort_values("timestamp")["transaction_id"].iloc[5]
+    )

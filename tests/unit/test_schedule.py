@@ -82,7 +82,8 @@ def test_a_missed_schedule_fires_once_and_records_its_run(settings: Settings) ->
 def test_a_failing_command_or_alert_check_is_recorded_and_stops_the_run(settings: Settings) -> None:
     add(settings, "broken", ["train", "--no-such-option"], every_s=60)
     run = run_now(settings, "broken")
-    assert run.outcome == "failed: `shipyard train` exited 2" and run.trigger == "manual"
+    assert run.outcome == "failed: `shipyard train --no-such-option` exited 2"
+    assert run.trigger == "manual"
     add(settings, "guarded", ["canary", "--help"], every_s=60, if_alert="fraud")
     guarded = run_now(settings, "guarded")  # MLflow is down: the check fails, nothing trains
     assert guarded.outcome == "failed: `monitor check` exited 3"

@@ -202,3 +202,34 @@ def test_train_and_models_fail_in_one_line_before_any_job(
     assert invalid.returncode == 2 and "hidden layer sizes must be positive" in invalid.stderr
     assert run("models", "show", "a b").returncode == 2
     assert run("models", "list").returncode == 3
+
+
+def test_a_flipping_copy_answers_one_minus_p_on_its_share_and_as_its_source_elsewhere() -> None:
+    """chaos.FaultyPyfunc(flip_share=...): the planted disagreeing version of the shadow
+    tests flips every numeric output on a deterministic share of rows."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from pipelines.training.chaos import FaultyPyfunc, _share
+
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400)})
+    fitted = LogisticRegression().fit(x, x["a"] + rng.normal(size=400) > 0)
+
+    class Source:  # the wrapped version, as mlflow.pyfunc.load_model gives it
+        def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+            p = fitted.predict_proba(frame)
+            return pd.DataFrame({"legit_probability": p[:, 0], "fraud_probability": p[:, 1]})
+
+    model = FaultyPyfunc(error_share=0.0, flip_share=0.3)
+    model._inner = Source()
+    out, source = model.predict(None, x), Source().predict(x)
+    flipped = x.apply(_share, axis=1).to_numpy() < 0.3
+    assert 0.2 < flipped.mean() < 0.4
+    np.testing.assert_allclose(
+        out["fraud_probability"][flipped], 1 - source["fraud_probability"][flipped]
+    )
+    np.testing.assert_allclose(
+        out["legit_probability"][flipped], 1 - source["legit_probability"][flipped]
+    )
+    pd.testing.assert_frame_equal(out[~flipped], source[~flipped])

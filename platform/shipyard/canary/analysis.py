@@ -212,20 +212,28 @@ def analyze(window: Window, plan: CanaryPlan, baseline_p95_ms: float | None) -> 
     if canary["p95_ms"] is None:  # every canary request fell in the warm-up
         return Check(False, False, "no canary latency outside the warm-up yet", metrics,
                      inconclusive=True)  # fmt: skip
-    enough_stable = stable["requests"] >= plan.min_requests and stable["p95_ms"] is not None
-    reference = stable["p95_ms"] if enough_stable else baseline_p95_ms
-    if reference:
-        ratio = canary["p95_ms"] / reference
-        metrics["latency_ratio"] = round(ratio, 3)
-        if ratio > plan.max_latency_ratio:
-            return Check(False, False, f"canary p95 latency {canary['p95_ms']:.1f} ms is "
-                         f"{ratio:.2f}x stable's {reference:.1f} ms, above "
-                         f"{plan.max_latency_ratio:.2f}x", metrics)  # fmt: skip
-        latency = f"p95 {ratio:.2f}x stable's"
-    else:
-        latency = "no stable latency to compare"
+    slow, latency = _latency("canary", canary, stable, plan, baseline_p95_ms, metrics)
+    if slow is not None:
+        return slow
     return Check(True, False, f"canary {canary['requests']} requests, error rate "
                  f"{canary['error_rate']:.2%}, {latency}", metrics)  # fmt: skip
+
+
+def _latency(who: str, candidate: dict[str, Any], stable: dict[str, Any], plan: CanaryPlan,
+             baseline_p95_ms: float | None, metrics: dict[str, Any]) -> tuple[Check | None, str]:  # fmt: skip
+    """The candidate's p95 against stable's (or the last measured one): a failed Check
+    when above ``max_latency_ratio``, and the text for a passing one."""
+    enough_stable = stable["requests"] >= plan.min_requests and stable["p95_ms"] is not None
+    reference = stable["p95_ms"] if enough_stable else baseline_p95_ms
+    if not reference or candidate["p95_ms"] is None:
+        return None, "no stable latency to compare"
+    ratio = candidate["p95_ms"] / reference
+    metrics["latency_ratio"] = round(ratio, 3)
+    if ratio > plan.max_latency_ratio:
+        return Check(False, False, f"{who} p95 latency {candidate['p95_ms']:.1f} ms is "
+                     f"{ratio:.2f}x stable's {reference:.1f} ms, above "
+                     f"{plan.max_latency_ratio:.2f}x", metrics), ""  # fmt: skip
+    return None, f"p95 {ratio:.2f}x stable's"
 
 
 def _shadow_summary(s: ShadowReport) -> dict[str, Any]:
@@ -265,17 +273,9 @@ def analyze_shadow(window: Window, plan: CanaryPlan, baseline_p95_ms: float | No
         return Check(False, False, f"the shadow disagrees with stable on {rate:.2%} of "
                      f"{shadow['compared']} records (threshold {plan.decision_threshold:g}), "
                      f"above {plan.max_disagreement:.2%}", metrics)  # fmt: skip
-    enough_stable = stable["requests"] >= plan.min_requests and stable["p95_ms"] is not None
-    reference = stable["p95_ms"] if enough_stable else baseline_p95_ms
-    latency = "no stable latency to compare"
-    if reference and shadow["p95_ms"] is not None:
-        ratio = shadow["p95_ms"] / reference
-        metrics["latency_ratio"] = round(ratio, 3)
-        if ratio > plan.max_latency_ratio:
-            return Check(False, False, f"shadow p95 latency {shadow['p95_ms']:.1f} ms is "
-                         f"{ratio:.2f}x stable's {reference:.1f} ms, above "
-                         f"{plan.max_latency_ratio:.2f}x", metrics)  # fmt: skip
-        latency = f"p95 {ratio:.2f}x stable's"
+    slow, latency = _latency("shadow", shadow, stable, plan, baseline_p95_ms, metrics)
+    if slow is not None:
+        return slow
     agreement = ("no comparable output" if rate is None else
                  f"disagreement {rate:.2%} of {shadow['compared']}, mean |diff| "
                  f"{shadow['mean_abs_diff']:.4f}, max {shadow['max_abs_diff']:.4f}")  # fmt: skip
