@@ -32,7 +32,8 @@ canary against stable): ``shipyard_requests{model,route,code}`` (HTTP requests b
 status class), ``shipyard_predictions{model,version,variant,outcome}`` (records: ok,
 error, shed, rejected) and ``shipyard_prediction_latency_ms{model,version,variant}``
 (a histogram). Every 30 s it also reads the last ``monitor check``'s summary next to
-the inference log (``shipyard.monitor.gauges_path``) into gauges:
+the inference log (``shipyard.monitor.gauges_path``), and sets it every second (Ray
+reports a gauge only when it was set since its last export) into gauges:
 ``shipyard_monitor_drift_share{model,version}``,
 ``shipyard_monitor_alerts{model,version}`` and
 ``shipyard_monitor_live_quality{model,version,variant,metric}``.
@@ -207,7 +208,7 @@ class _Exporter:
                              "on the labels known at the last monitor check (pr_auc, roc_auc, "
                              "brier, ece, r2, mae, rmse, coverage)",
                              tag_keys=("model", "version", "variant", "metric"))  # fmt: skip
-        self._read_at, self._seen = 0.0, None
+        self._read_at, self._doc = 0.0, None
 
     def export(self, served: tuple[list[tuple[str, str, str, float]], collections.Counter,
                                    collections.Counter]) -> None:  # fmt: skip
@@ -226,17 +227,15 @@ class _Exporter:
             self.predictions.inc(n, tags={"model": self.model, "variant": variant,
                                           "version": version, "outcome": outcome})  # fmt: skip
         if self.gauges_path and time.monotonic() - self._read_at > GAUGES_EVERY_S:
+            from shipyard.monitor import read_gauges
+
             self._read_at = time.monotonic()
-            self._gauges()
+            self._doc = read_gauges(self.gauges_path) or self._doc
+        self._gauges()
 
     def _gauges(self) -> None:
-        from shipyard.monitor import read_gauges
-
-        doc = read_gauges(self.gauges_path)
-        if doc is None or doc.get("at") == self._seen:
-            return
-        self._seen = doc.get("at")
-        for version, v in (doc.get("versions") or {}).items():
+        """Set every second: Ray's gauges report only what was set since the last export."""
+        for version, v in ((self._doc or {}).get("versions") or {}).items():
             tags = {"model": self.model, "version": str(version)}
             self.alerts.set(float(v.get("alerts", 0)), tags=tags)
             if v.get("drift_share") is not None:
