@@ -755,9 +755,6 @@ def test_ray_metrics_count_what_the_log_holds_and_carry_the_monitors_gauges(
     from shipyard.inference_log import read_log
     from shipyard.monitor import gauges_path, read_gauges
 
-    log = read_log(str(platform.root / "inference-log"), MODEL)
-    ok = log[log["status"] == 200].groupby(["model_version", "variant"]).size()
-    expected = {k: float(v) for k, v in ok.items()}
     gauges = read_gauges(gauges_path(str(platform.root / "inference-log"), MODEL))
     assert gauges is not None, "the monitor test records a check first"
     drift = {
@@ -765,10 +762,15 @@ def test_ray_metrics_count_what_the_log_holds_and_carry_the_monitors_gauges(
     }
     deadline = time.monotonic() + 120
     while True:  # the router exports each second, Ray's agent every few, gauges every 30 s
+        log = read_log(str(platform.root / "inference-log"), MODEL)  # the last writes land
+        ok = log[log["status"] == 200].groupby(["model_version", "variant"]).size()
+        expected = {k: float(v) for k, v in ok.items()}
         got = _total(_scrape(platform, "ray_shipyard_predictions_total"), model=MODEL, outcome="ok")
         shares = {labels["version"]: value for labels, value in
                   _scrape(platform, "ray_shipyard_monitor_drift_share") if labels.get("model") == MODEL}  # fmt: skip
-        if (got == expected and shares == drift) or time.monotonic() > deadline:
+        close = shares.keys() == drift.keys() and all(
+            abs(shares[v] - drift[v]) < 1e-9 for v in drift)  # fmt: skip
+        if (got == expected and close) or time.monotonic() > deadline:
             break
         time.sleep(3)
     assert got == expected
