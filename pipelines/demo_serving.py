@@ -142,30 +142,32 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
     for cust in [*customers[-3:], "c_new_customer"]:
         ask = forecast(cust, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         spend["samples"].append((ask, requests.post(spend["url"], json=ask, timeout=30).json()))
-    monitored = watch(
-        settings, model, pd.Timestamp(held["timestamp"].max()).to_pydatetime(), say, echo
-    )
+    monitored = watch(settings, model, say, echo)
     return {"url": url, "deployed": deployed, "challenger": challenger, "good": good,
             "bad": bad, "faulty": faulty, "samples": samples, "spend": spend,
             "monitor": monitored}  # fmt: skip
 
 
-def watch(settings: Settings, model: str, last: datetime, say: Say, echo: Say) -> dict[str, Any]:
+def watch(settings: Settings, model: str, say: Say, echo: Say) -> dict[str, Any]:
     """What the model served, held against its training data (drift) and, as their
     labels arrive (chargebacks take days to weeks), against the truth: `shipyard monitor
-    status` at two points of the labels' clock, then a recorded `monitor check`."""
+    status` the day after the last replayed transaction, then a recorded `monitor check`
+    45 days later, when every answer's labels have matured (the contract's 30 days)."""
     from shipyard import monitor
     from shipyard.cli_monitor import show
+    from shipyard.inference_log import read_log
 
     time.sleep(settings.monitor.log_flush_interval_s + 1)  # the replicas' last log writes
     say(f"[15/15] what {model} served: drift, and live quality as the labels arrive")
-    early = last + timedelta(days=3)
-    say(f"      three days after the last replayed transaction ({early:%Y-%m-%d}): "
+    served = read_log(settings.inference_log_uri, model)
+    last = pd.to_datetime(served["timestamp"], utc=True, format="ISO8601").max().to_pydatetime()
+    early = last + timedelta(days=1)
+    say(f"      a day after the last replayed transaction ({early:%Y-%m-%d}): "
         "`shipyard monitor status`")  # fmt: skip
     show(monitor.check(settings, model, hours=1, labels_as_of=early, record=False), False,
          settings, echo=echo)  # fmt: skip
     late = last + timedelta(days=45)
-    say(f"      45 days after ({late:%Y-%m-%d}), every chargeback in: `shipyard monitor check`")
+    say(f"      45 days after ({late:%Y-%m-%d}), every label in: `shipyard monitor check`")
     result = monitor.check(settings, model, hours=1, labels_as_of=late, record=True)
     show(result, False, settings, echo=echo)
     return result.to_dict()

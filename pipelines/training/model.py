@@ -87,6 +87,9 @@ def serving_contract() -> dict[str, Any]:
             "label": "is_fraud",
             "available_at": "label_available_at",
             "score": "fraud_probability",
+            # chargebacks: most within 30 days of the transaction (pipelines.data.generate)
+            "event_time": "timestamp",
+            "maturity_days": 30,
         },
     }
 

@@ -136,8 +136,9 @@ def _show_quality(v: Any, echo: Callable[[str], None]) -> None:
     for q in v.quality:
         shown = ", ".join(f"{_NAMES[k]} {val:.3f}" for k, val in q.metrics.items()
                           if k in _NAMES and val is not None)  # fmt: skip
+        young = f", {q.labelled - q.mature:,} of them provisional" if q.mature < q.labelled else ""
         line = (f"      {q.variant}: {q.labelled:,} of {q.answered:,} answers labelled "
-                f"({q.coverage:.1%})" + (f"; {shown}" if shown else ""))  # fmt: skip
+                f"({q.coverage:.1%}{young})" + (f"; {shown}" if shown else ""))  # fmt: skip
         if q.gate_metric and q.gate_floor is not None and q.conclusive:
             verdict = "BELOW" if q.below_floor else "above"
             line += f"; {verdict} the gate's floor ({q.gate_metric} {q.gate_floor:.3f})"

@@ -96,6 +96,12 @@ class LabelSpec(BaseModel):
     score: str = Field(min_length=1)
     available_at: str | None = None
     task: Literal["binary", "regression"] = "binary"
+    #: a request field with the event's time (ISO; default: when it was served) and the
+    #: days after it by which nearly every label has arrived: until then an answer's
+    #: quality is provisional (labels that arrive late, such as frauds, are missing) and
+    #: it cannot raise an alert
+    event_time: str | None = None
+    maturity_days: float = Field(default=0.0, ge=0)
 
 
 @dataclass

@@ -14,9 +14,11 @@ variant computes:
 - the same metrics as of the end of each day up to ``as_of`` (``daily``): how the
   picture filled in as labels arrived;
 - the version's gate (its ``gate.metric`` and ``gate.floor`` tags, set by the training
-  pipeline's promotion gate) held against the live value: a version whose labelled
-  traffic (at least ``monitor.quality_min_labels`` answers, both classes present) is not
-  above its floor raises an alert.
+  pipeline's promotion gate) held against the live value on *mature* answers (their
+  event at least ``maturity_days`` before the clock: labels that come late, such as
+  frauds, have arrived; a younger answer's figures are provisional): a version whose
+  mature labelled traffic (at least ``monitor.quality_min_labels`` answers, both classes
+  present) is not above its floor raises an alert.
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class Quality:
     gate_floor: float | None = None
     conclusive: bool = False
     note: str = ""
+    mature: int = 0  # labelled answers old enough for a verdict (LabelSpec.maturity_days)
+    verdict: dict[str, float | None] = field(default_factory=dict)  # metrics on those
 
     @property
     def coverage(self) -> float:
@@ -74,7 +78,7 @@ class Quality:
     @property
     def gate_value(self) -> float | None:
         key = GATE_METRICS.get(self.gate_metric or "")
-        return self.metrics.get(key) if key else None
+        return self.verdict.get(key) if key else None
 
     @property
     def below_floor(self) -> bool:
@@ -87,7 +91,7 @@ class Quality:
         if not self.below_floor:
             return []
         return [f"{self.variant} traffic's live {self.gate_metric} {self.gate_value:.4f} is not "
-                f"above its gate's floor {self.gate_floor:.4f} ({self.labelled:,} labelled "
+                f"above its gate's floor {self.gate_floor:.4f} ({self.mature:,} mature labelled "
                 f"answers, labels known by {self.as_of})"]  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +100,7 @@ class Quality:
                 "coverage": self.coverage, "metrics": self.metrics,
                 "calibration": self.calibration, "daily": self.daily,
                 "gate_metric": self.gate_metric, "gate_floor": self.gate_floor,
+                "mature": self.mature, "verdict": self.verdict,
                 "gate_value": self.gate_value, "conclusive": self.conclusive,
                 "note": self.note, "alerts": self.alerts}  # fmt: skip
 
@@ -237,11 +242,21 @@ def _labels_as(spec: LabelSpec, values: pd.Series) -> np.ndarray:
 
 
 def _known(part: pd.DataFrame, labels: pd.DataFrame, spec: LabelSpec,
-           at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """The labels and scores of ``part``'s answers labelled by ``at``."""
+           at: pd.Timestamp) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """The labels and scores of ``part``'s answers labelled by ``at``, and which of them
+    are mature (their event ``maturity_days`` or more before ``at``)."""
     joined = join_labels(part, labels, spec, at)
     known = joined[joined["label"].notna() & joined[spec.score].notna()]
-    return _labels_as(spec, known["label"]), known[spec.score].astype(float).to_numpy()
+    if spec.event_time and spec.event_time in known.columns:
+        event = pd.to_datetime(known[spec.event_time], utc=True, errors="coerce", format="ISO8601")
+    else:
+        event = pd.to_datetime(known["served_at"], utc=True) if "served_at" in known else None
+    if event is None:
+        mature = np.ones(len(known), dtype=bool)
+    else:
+        mature = (event + pd.Timedelta(days=spec.maturity_days) <= at).to_numpy(dtype=bool)
+    return (_labels_as(spec, known["label"]), known[spec.score].astype(float).to_numpy(),
+            mature)  # fmt: skip
 
 
 def _days(first: pd.Timestamp, as_of: pd.Timestamp) -> list[pd.Timestamp]:
@@ -266,10 +281,12 @@ def assess(rows: pd.DataFrame, labels: pd.DataFrame, spec: LabelSpec, as_of: dt.
                         hint="the labels' score must be one of the model's outputs")  # fmt: skip
     out = []
     for variant, part in answered.groupby(answered["variant"].astype(str), sort=True):
-        y, p = _known(part, labels, spec, at)
+        y, p, ripe = _known(part, labels, spec, at)
+        ym = y[ripe]
         q = Quality(version=version, variant=str(variant), as_of=at.isoformat(),
                     answered=len(part), labelled=len(y), metrics=_metrics(spec, y, p),
-                    gate_metric=gate[0], gate_floor=gate[1])  # fmt: skip
+                    gate_metric=gate[0], gate_floor=gate[1], mature=len(ym),
+                    verdict=_metrics(spec, ym, p[ripe]))  # fmt: skip
         if spec.task == "binary" and len(y):
             q.calibration = _calibration(y, np.clip(p, 0, 1))
         mine = labels[
@@ -277,13 +294,15 @@ def assess(rows: pd.DataFrame, labels: pd.DataFrame, spec: LabelSpec, as_of: dt.
         ]
         if len(y):  # each day's picture: the labels known by its end, corrections included
             for end in _days(mine["available_at"].min(), at):
-                dy, dp = _known(part, labels, spec, end) if end < at else (y, p)
+                dy, dp, _ = _known(part, labels, spec, end) if end < at else (y, p, ripe)
                 q.daily.append({"as_of": end.isoformat(), "labelled": len(dy),
                                 "coverage": len(dy) / len(part), **_metrics(spec, dy, dp)})  # fmt: skip
-        if len(y) < min_labels:
-            q.note = (f"{len(y):,} labelled answers, fewer than {min_labels:,} "
+        if len(ym) < min_labels:
+            young = (f", {len(y) - len(ym):,} of them younger than {spec.maturity_days:g} days "
+                     "(provisional)") if len(ym) < len(y) else ""  # fmt: skip
+            q.note = (f"{len(ym):,} mature labelled answers{young}, fewer than {min_labels:,} "
                       "(monitor.quality_min_labels): no verdict yet")  # fmt: skip
-        elif spec.task == "binary" and len(np.unique(y)) < 2:
+        elif spec.task == "binary" and len(np.unique(ym)) < 2:
             q.note = "the labelled answers hold one class only: no verdict yet"
         else:
             q.conclusive = True

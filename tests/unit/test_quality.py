@@ -200,3 +200,20 @@ def test_unreadable_or_wrong_labels_are_one_clear_error(tmp_path: Path, world: d
                version="1")  # fmt: skip
     assert resolve_source(SPEC, "m", Path("/data")) == "/data/labels"
     assert resolve_source(SPEC, "m", Path("/data"), {"m": "s3://b/l"}) == "s3://b/l"
+
+
+def test_young_answers_are_provisional_and_cannot_alert(world: dict) -> None:
+    """Frauds' labels come last: before an answer's event is maturity_days old its
+    quality is shown, not judged; once mature, the same floor alerts."""
+    rows = world["rows"][world["rows"]["model_version"] == "2"].copy()
+    rows["timestamp"] = "2026-11-20T00:00:00Z"  # the events, as the requests carried them
+    spec = SPEC.model_copy(update={"event_time": "timestamp", "maturity_days": 30})
+    labels = read_labels(str(world["folder"]), spec, rows["transaction_id"])
+    young = assess(rows, labels, spec, dt.datetime(2026, 12, 15, tzinfo=dt.UTC), version="2",
+                   gate=("PR AUC", 0.99))  # fmt: skip
+    assert all(q.labelled > 200 and q.mature == 0 and not q.alerts for q in young)
+    assert all("younger than 30 days" in q.note and q.metrics["pr_auc"] for q in young)
+    ripe = assess(rows, labels, spec, dt.datetime(2026, 12, 21, tzinfo=dt.UTC), version="2",
+                  gate=("PR AUC", 0.99))  # fmt: skip
+    assert all(q.mature == q.labelled and q.alerts for q in ripe)
+    assert ripe[0].verdict["pr_auc"] == pytest.approx(ripe[0].metrics["pr_auc"])
