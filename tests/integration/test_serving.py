@@ -973,7 +973,9 @@ def test_a_scheduled_retraining_that_fails_leaves_serving_untouched(
     platform.run("schedule", "remove", "retrain")
     assert done, "the scheduler never ran the schedule"
     run = done[-1]
-    assert run["trigger"] == "every" and run["outcome"].startswith("failed: `shipyard train --config")
+    assert run["trigger"] == "every" and run["outcome"].startswith(
+        "failed: `shipyard train --config"
+    )
     assert "error:" in Path(run["log"]).read_text()
     assert load.results and all(r[1] == 200 for r in load.results), load.failures()[:5]
     assert {r[3] for r in load.results} == {stable}
