@@ -201,14 +201,10 @@ def analyze(window: Window, plan: CanaryPlan, baseline_p95_ms: float | None) -> 
     """One interval's verdict on the canary."""
     canary, stable = window.summary("canary"), window.summary("stable")
     metrics = {"canary": canary, "stable": stable, "reports": window.reports}
-    if window.reports == 0:
-        return Check(False, True, "no metrics from the router during the interval", metrics)
-    if canary["requests"] < plan.min_requests:
-        return Check(False, False, f"canary had {canary['requests']} requests, fewer than "
-                     f"min_requests {plan.min_requests}", metrics, inconclusive=True)  # fmt: skip
-    if canary["error_rate"] > plan.max_error_rate:
-        return Check(False, False, f"canary error rate {canary['error_rate']:.2%} is above "
-                     f"{plan.max_error_rate:.2%}", metrics)  # fmt: skip
+    early = _counts("canary", f"canary had {canary['requests']} requests", canary, window,
+                    plan, metrics)  # fmt: skip
+    if early is not None:
+        return early
     if canary["p95_ms"] is None:  # every canary request fell in the warm-up
         return Check(False, False, "no canary latency outside the warm-up yet", metrics,
                      inconclusive=True)  # fmt: skip
@@ -217,6 +213,21 @@ def analyze(window: Window, plan: CanaryPlan, baseline_p95_ms: float | None) -> 
         return slow
     return Check(True, False, f"canary {canary['requests']} requests, error rate "
                  f"{canary['error_rate']:.2%}, {latency}", metrics)  # fmt: skip
+
+
+def _counts(who: str, had: str, candidate: dict[str, Any], window: Window, plan: CanaryPlan,
+            metrics: dict[str, Any]) -> Check | None:  # fmt: skip
+    """The verdict before latency: no reports (missing), too few requests (inconclusive),
+    too many errors (failed); None when the interval goes on to be judged."""
+    if window.reports == 0:
+        return Check(False, True, "no metrics from the router during the interval", metrics)
+    if candidate["requests"] < plan.min_requests:
+        return Check(False, False, f"{had}, fewer than min_requests {plan.min_requests}",
+                     metrics, inconclusive=True)  # fmt: skip
+    if candidate["error_rate"] > plan.max_error_rate:
+        return Check(False, False, f"{who} error rate {candidate['error_rate']:.2%} is above "
+                     f"{plan.max_error_rate:.2%}", metrics)  # fmt: skip
+    return None
 
 
 def _latency(who: str, candidate: dict[str, Any], stable: dict[str, Any], plan: CanaryPlan,
@@ -260,14 +271,10 @@ def analyze_shadow(window: Window, plan: CanaryPlan, baseline_p95_ms: float | No
     decision threshold) are within the plan."""
     shadow, stable = _shadow_summary(window.shadow), window.summary("stable")
     metrics = {"shadow": shadow, "stable": stable, "reports": window.reports}
-    if window.reports == 0:
-        return Check(False, True, "no metrics from the router during the interval", metrics)
-    if shadow["requests"] < plan.min_requests:
-        return Check(False, False, f"the shadow answered {shadow['requests']} mirrored records, "
-                     f"fewer than min_requests {plan.min_requests}", metrics, inconclusive=True)  # fmt: skip
-    if shadow["error_rate"] > plan.max_error_rate:
-        return Check(False, False, f"shadow error rate {shadow['error_rate']:.2%} is above "
-                     f"{plan.max_error_rate:.2%}", metrics)  # fmt: skip
+    early = _counts("shadow", f"the shadow answered {shadow['requests']} mirrored records",
+                    shadow, window, plan, metrics)  # fmt: skip
+    if early is not None:
+        return early
     rate = shadow["disagreement_rate"]
     if rate is not None and rate > plan.max_disagreement:
         return Check(False, False, f"the shadow disagrees with stable on {rate:.2%} of "
