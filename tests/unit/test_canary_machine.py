@@ -705,7 +705,9 @@ def test_plan_parsing_names_the_bad_value() -> None:
     for bad, word in [({"steps": "50,10"}, "increase"), ({"steps": "0,100"}, "(0, 100]"),
                       ({"interval": "soon"}, "duration"), ({"min_requests": 0}, "min_requests"),
                       ({"max_latency_ratio": 0.5}, "max_latency_ratio"),
-                      ({"warmup": "-1s"}, "duration"), ({"warmup_s": -1}, "warmup_s")]:  # fmt: skip
+                      ({"warmup": "-1s"}, "duration"), ({"warmup_s": -1}, "warmup_s"),
+                      ({"decision_threshold": float("nan")}, "decision_threshold"),
+                      ({"shadow": 101}, "shadow")]:  # fmt: skip
         with pytest.raises(ConfigError, match="invalid canary plan") as info:
             parse_plan(**bad)
         assert word in str(info.value)

@@ -51,7 +51,7 @@ class CanaryPlan(BaseModel):
     # other side of decision_threshold. 0: no shadow phase.
     shadow: float = Field(default=0.0, ge=0, le=100)
     max_disagreement: float = Field(default=0.05, ge=0, le=1)
-    decision_threshold: float = Field(default=0.5)
+    decision_threshold: float = Field(default=0.5, allow_inf_nan=False)
 
     @field_validator("steps")
     @classmethod
