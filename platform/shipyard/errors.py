@@ -13,11 +13,16 @@ turns one into a single line (``error: <message>`` plus a hint) and a non-zero e
     │   ├── JobNotFoundError
     │   └── JobFailedError     the job ended FAILED or STOPPED
     └── DataError              bad arguments or data for a pipeline
+
+Exit codes: 1 a ShipyardError, 2 ConfigError/DataError (and click's usage errors), 3
+the MLflow server, 4 the registry or the rollout controller, 5 the Serve backend;
+:data:`ALERT_EXIT_CODE` (10) is no error: `monitor check` raised an alert.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "ALERT_EXIT_CODE",
     "ClusterUnreachableError",
     "ComponentStartError",
     "ConfigError",
@@ -29,6 +34,10 @@ __all__ = [
     "PortInUseError",
     "ShipyardError",
 ]
+
+
+#: `shipyard monitor check` raised an alert (for a scheduler; errors exit 1-5)
+ALERT_EXIT_CODE = 10
 
 
 class ShipyardError(Exception):

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from shipyard.drift import DriftReport, Profile, compare
-from shipyard.errors import ConfigError
+from shipyard.errors import ALERT_EXIT_CODE, ConfigError
 from shipyard.inference_log import read_log
 from shipyard.quality import Quality
 from shipyard.settings import Settings
@@ -47,8 +47,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-#: The CLI's exit code when a check raises an alert: none of the error codes (1-5) use it.
-ALERT_EXIT_CODE = 10
 
 
 @dataclass

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from shipyard.errors import ConfigError
+from shipyard.errors import ALERT_EXIT_CODE, ConfigError
 from shipyard.settings import SETTINGS_ENV, Settings
 
 __all__ = [
@@ -57,7 +57,6 @@ KEEP_RUNS = 20
 MIN_EVERY_S = 10.0
 #: commands a schedule may not run: they start, stop or schedule the platform itself
 REFUSED = frozenset({"up", "down", "schedule", "demo"})
-ALERT_EXIT_CODE = 10  # shipyard.monitor.ALERT_EXIT_CODE (not imported: pandas, MLflow)
 Say = Callable[[str], None]
 
 
