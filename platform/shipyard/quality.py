@@ -163,8 +163,8 @@ def join_labels(rows: pd.DataFrame, labels: pd.DataFrame, spec: LabelSpec,
         else pd.Series(index=rows.index, dtype=str)
     )
     out = rows.copy()
-    out["label"] = keys.map(known["label"]).to_numpy()
-    out["available_at"] = keys.map(known["available_at"]).to_numpy()
+    out["label"] = keys.map(known["label"])  # aligned on rows' index: no object arrays
+    out["available_at"] = keys.map(known["available_at"])
     return out
 
 
@@ -279,14 +279,19 @@ def assess(rows: pd.DataFrame, labels: pd.DataFrame, spec: LabelSpec, as_of: dt.
     if spec.score not in answered.columns:
         raise DataError(f"the inference log has no output {spec.score!r} for version {version}",
                         hint="the labels' score must be one of the model's outputs")  # fmt: skip
+    # only what the joins read: each day of the series joins again
+    used = [c for c in dict.fromkeys([spec.key, spec.score, "variant", spec.event_time, "served_at"])
+            if c and c in answered.columns]  # fmt: skip
+    answered = answered[used]
     out = []
     for variant, part in answered.groupby(answered["variant"].astype(str), sort=True):
         y, p, ripe = _known(part, labels, spec, at)
         ym = y[ripe]
+        metrics = _metrics(spec, y, p)
         q = Quality(version=version, variant=str(variant), as_of=at.isoformat(),
-                    answered=len(part), labelled=len(y), metrics=_metrics(spec, y, p),
+                    answered=len(part), labelled=len(y), metrics=metrics,
                     gate_metric=gate[0], gate_floor=gate[1], mature=len(ym),
-                    verdict=_metrics(spec, ym, p[ripe]))  # fmt: skip
+                    verdict=metrics if ripe.all() else _metrics(spec, ym, p[ripe]))  # fmt: skip
         if spec.task == "binary" and len(y):
             q.calibration = _calibration(y, np.clip(p, 0, 1))
         mine = labels[
