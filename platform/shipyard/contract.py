@@ -361,16 +361,18 @@ def log_reference_profile(tracking_uri: str, run_id: str | None, contract: Servi
     return f"runs:/{run_id}/{REFERENCE_ARTIFACT}"
 
 
-def read_reference_profile(tracking_uri: str, model: str, version: str) -> Any:
+def read_reference_profile(tracking_uri: str, model: str, version: str,
+                           tags: dict[str, str] | None = None) -> Any:  # fmt: skip
     """The version's reference profile (``shipyard.drift.Profile``), or None when it was
-    registered without one."""
+    registered without one. ``tags``: the version's, when the caller has them."""
     import mlflow
     from mlflow import MlflowClient
 
     from shipyard.drift import Profile
 
-    mv = MlflowClient(tracking_uri=tracking_uri).get_model_version(model, str(version))
-    uri = (mv.tags or {}).get(REFERENCE_TAG)
+    if tags is None:
+        tags = MlflowClient(tracking_uri=tracking_uri).get_model_version(model, str(version)).tags
+    uri = (tags or {}).get(REFERENCE_TAG)
     if not uri:
         return None
     mlflow.set_tracking_uri(tracking_uri)

@@ -136,23 +136,29 @@ def check(settings: Settings, model: str, *, end: dt.datetime | None = None,
     """Check the model's last ``hours`` of traffic (default: ``monitor.window_hours``)
     up to ``end`` (default: now), its live quality on the labels known by
     ``labels_as_of`` (default: now); ``record``: log it to MLflow and notify the webhook."""
+    from mlflow import MlflowClient
+
     from shipyard.contract import read_reference_profile
     from shipyard.registry import check_server
 
     check_server(settings.tracking_uri)  # profiles and records live there: one clear error
     start, end = window(end, hours or settings.monitor.window_hours)
     rows = read_log(settings.inference_log_uri, model, start, end)
-    profiles: dict[str, Profile | None] = {}
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    tags: dict[str, dict[str, str]] = {}  # each version's, read once
+
+    def tags_of(version: str) -> dict[str, str]:
+        if version not in tags:
+            tags[version] = client.get_model_version(model, version).tags or {}
+        return tags[version]
 
     def profile_for(version: str) -> Profile | None:
-        if version not in profiles:
-            profiles[version] = read_reference_profile(settings.tracking_uri, model, version)
-        return profiles[version]
+        return read_reference_profile(settings.tracking_uri, model, version, tags_of(version))
 
     result = summarize(model, rows, start, end, profile_for, settings)
     clock = labels_as_of or dt.datetime.now(dt.UTC)
     clock = clock if clock.tzinfo else clock.replace(tzinfo=dt.UTC)
-    _live_quality(settings, result, rows, clock)
+    _live_quality(settings, result, rows, clock, tags_of)
     if record:
         result.run_id = _record(settings, result)
         for alert in result.alerts:
@@ -162,19 +168,16 @@ def check(settings: Settings, model: str, *, end: dt.datetime | None = None,
     return result
 
 
-def _live_quality(settings: Settings, result: Check, rows: pd.DataFrame,
-                  clock: dt.datetime) -> None:  # fmt: skip
+def _live_quality(settings: Settings, result: Check, rows: pd.DataFrame, clock: dt.datetime,
+                  tags_of: Callable[[str], dict[str, str]]) -> None:  # fmt: skip
     """Each version's quality on the labels known by ``clock``, where its registration
     says where they arrive (``shipyard.labels``); its gate from its ``gate.*`` tags."""
-    from mlflow import MlflowClient
-
     from shipyard.contract import TAG, label_spec
     from shipyard.quality import assess, read_labels, resolve_source
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
     labels: dict[tuple[str, str], pd.DataFrame] = {}
     for v in result.versions:
-        tags = client.get_model_version(result.model, v.version).tags or {}
+        tags = tags_of(v.version)
         raw = tags.get(f"{TAG}labels")
         if not raw:
             v.quality_note = ("registered without a label source: no live quality (register "
