@@ -57,7 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
-from shipyard.canary.analysis import RouterReport, ShadowReport, VariantReport, compare_answers
+from shipyard.canary.analysis import RouterReport, ShadowReport, VariantReport
 from shipyard.canary.controller import NAMESPACE as CONTROLLER_NAMESPACE
 from shipyard.canary.controller import controller_name
 from shipyard.contract import read_contract
@@ -110,6 +110,12 @@ def bucket(key: str) -> float:
     return (int.from_bytes(digest, "big") % 10000) / 100.0
 
 
+def _outcome(status: int) -> str:
+    """An answer's outcome in the metrics: ok, rejected (4xx), shed (503), error (5xx)."""
+    return ("ok" if status < 400 else "rejected" if status < 500
+            else "shed" if status == 503 else "error")  # fmt: skip
+
+
 class _Window:
     """Per-variant counts since the last report to the rollout controller, and what
     was served since the last export to Ray's metrics."""
@@ -127,12 +133,9 @@ class _Window:
     def shadowed(self, stable: dict[str, Any], shadow: dict[str, Any] | None, version: str,
                  latency_ms: float, output: str | None, threshold: float) -> None:  # fmt: skip
         """A mirrored record's shadow answer (None: the call failed) against stable's."""
-        status = 500 if shadow is None else int(shadow.get("status", 200))
-        outcome = ("ok" if status < 400 else "rejected" if status < 500
-                   else "shed" if status == 503 else "error")  # fmt: skip
-        diff = compare_answers(stable, shadow, output, threshold) if shadow else None
+        outcome = _outcome(500 if shadow is None else int(shadow.get("status", 200)))
         with self.lock:
-            self.shadow.record(stable, shadow, latency_ms, output, threshold)
+            diff = self.shadow.record(stable, shadow, latency_ms, output, threshold)
             self.answers.append(("shadow", version, outcome, latency_ms))
             if diff is not None:
                 self.compares[(version, "disagree" if diff[1] else "agree")] += 1
@@ -145,10 +148,8 @@ class _Window:
     def answered(self, variant: str, version: str, status: int, latency_ms: float) -> None:
         """A predictor's answer: for the metrics, and for the controller unless shed (a
         client's mistake, 422, is not the model's error)."""
-        outcome = ("ok" if status < 400 else "rejected" if status < 500
-                   else "shed" if status == 503 else "error")  # fmt: skip
         with self.lock:
-            self.answers.append((variant, version, outcome, latency_ms))
+            self.answers.append((variant, version, _outcome(status), latency_ms))
             if status != 503:
                 self.data.setdefault(variant, VariantReport()).record(status < 500, latency_ms)
                 t = self.totals.setdefault(variant, {"requests": 0, "errors": 0})

@@ -68,12 +68,13 @@ class ShadowReport:
     abs_diff_max: float = 0.0
 
     def record(self, stable: dict[str, Any], shadow: dict[str, Any] | None, latency_ms: float,
-               output: str | None, threshold: float) -> None:  # fmt: skip
-        """One mirrored record: ``shadow`` is None when the call itself failed."""
+               output: str | None, threshold: float) -> tuple[float, bool] | None:  # fmt: skip
+        """One mirrored record: ``shadow`` is None when the call itself failed. Returns
+        the comparison (:func:`compare_answers`), None when there was none."""
         status = 500 if shadow is None else int(shadow.get("status", 200))
         if status == 503:
             self.shed += 1  # the shadow was overloaded: not the version's error
-            return
+            return None
         self.requests += 1
         if status >= 500:
             self.errors += 1
@@ -85,6 +86,7 @@ class ShadowReport:
             self.disagreements += int(diff[1])
             self.abs_diff_sum += diff[0]
             self.abs_diff_max = max(self.abs_diff_max, diff[0])
+        return diff
 
     def add(self, other: ShadowReport) -> None:
         self.requests += other.requests
