@@ -14,6 +14,11 @@ byte-identical data. Planted patterns a model can learn:
 
 Labels arrive late, as chargebacks do: ``label_available_at`` is days after the
 transaction (frauds after a chargeback delay, legitimate ones after settlement).
+
+:func:`extend` appends days after a generated dataset's end, in the same world (its
+customers and merchants) and optionally a shifted one (:class:`Shift`: new merchants
+open and take a share of the spending, amounts grow): new data arriving, for the
+monitoring and retraining loop.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from shipyard.errors import DataError
 
-__all__ = ["GenerateConfig", "GenerateResult", "SCHEMA", "generate"]
+__all__ = ["GenerateConfig", "GenerateResult", "SCHEMA", "Shift", "extend", "generate"]
 
 CHUNK_ROWS = 500_000  # fixed: part of what makes a seed reproducible
 MANIFEST = "_manifest.json"
@@ -104,6 +109,28 @@ class GenerateConfig:
     @property
     def n_merchants(self) -> int:
         return self.merchants or int(np.clip(self.rows // 500, 50, 50_000))
+
+
+@dataclass(frozen=True)
+class Shift:
+    """How the world changes in an appended period: ``new_merchants`` merchants open
+    (in the customers' home countries, some of them risky) and take ``new_share`` of the
+    legitimate spending, and every amount is ``amount_scale`` times what it would have
+    been. ``Shift()`` changes nothing but adds the merchants."""
+
+    new_merchants: int = 0
+    new_share: float = 0.0
+    amount_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.new_merchants <= 1_000_000:
+            raise DataError(f"new_merchants must be in [0, 1000000], got {self.new_merchants!r}")
+        if not 0 <= self.new_share <= 1:
+            raise DataError(f"new_share must be in [0, 1], got {self.new_share!r}")
+        if self.new_share > 0 and self.new_merchants == 0:
+            raise DataError("new_share > 0 needs new_merchants > 0")
+        if not 0.01 <= self.amount_scale <= 100:
+            raise DataError(f"amount_scale must be in [0.01, 100], got {self.amount_scale!r}")
 
 
 @dataclass
@@ -178,8 +205,39 @@ def _pick_home_merchants(rng: np.random.Generator, w: _World, countries: np.ndar
     return out
 
 
-def _chunk(cfg: GenerateConfig, w: _World, index: int, n: int, t0: int, t1: int) -> pa.Table:
-    """One chunk: ``n`` rows with timestamps (µs since epoch) in [t0, t1)."""
+def _with_new_merchants(
+    cfg: GenerateConfig, w: _World, n_new: int, salt: int
+) -> tuple[_World, list[np.ndarray]]:
+    """``w`` plus ``n_new`` merchants (indices after the existing ones), and the new
+    ones in each home country."""
+    rng = np.random.default_rng([cfg.seed, 2**32 - 2, salt])
+    nm = len(w.merch_country)
+    country = rng.choice(len(HOME_COUNTRIES), size=n_new, p=HOME_WEIGHTS)
+    risky = rng.random(n_new) < 0.04
+    category = np.where(
+        risky,
+        rng.choice(len(CATEGORIES), size=n_new, p=RISKY_CATEGORY_WEIGHTS),
+        rng.choice(len(CATEGORIES), size=n_new, p=CATEGORY_WEIGHTS),
+    )
+    new_ids = nm + np.arange(n_new)
+    by_country = [new_ids[country == i] for i in range(len(HOME_COUNTRIES))]
+    world = _World(
+        w.cust_country, w.cust_scale, w.cust_weight,
+        np.concatenate([w.merch_country, country]),
+        np.concatenate([w.merch_category, category]),
+        np.concatenate([w.merch_risky, risky]),
+        w.merch_by_country,
+        np.concatenate([w.risky, new_ids[risky]]),
+        w.foreign,
+    )  # fmt: skip
+    return world, by_country
+
+
+def _chunk(cfg: GenerateConfig, w: _World, index: int, n: int, t0: int, t1: int,
+           shift: Shift | None = None, new_by_country: list[np.ndarray] | None = None) -> pa.Table:  # fmt: skip
+    """One chunk: ``n`` rows with timestamps (µs since epoch) in [t0, t1); with a
+    ``shift``, a share of the legitimate spending moves to the new merchants
+    (``new_by_country``) and amounts scale."""
     rng = np.random.default_rng([cfg.seed, index])
     n_fraud = min(int(rng.binomial(n, cfg.fraud_rate)), n)
     n_legit = n - n_fraud
@@ -189,6 +247,13 @@ def _chunk(cfg: GenerateConfig, w: _World, index: int, n: int, t0: int, t1: int)
     merch = _pick_home_merchants(rng, w, w.cust_country[cust])
     travel = rng.random(n_legit) < 0.03
     merch[travel] = rng.integers(len(w.merch_country), size=int(travel.sum()))
+    if shift is not None and shift.new_share > 0 and new_by_country is not None:
+        moved = (rng.random(n_legit) < shift.new_share) & ~travel
+        home = w.cust_country[cust]
+        for i, members in enumerate(new_by_country):
+            mask = moved & (home == i)
+            if len(members) and mask.any():
+                merch[mask] = members[rng.integers(len(members), size=int(mask.sum()))]
     amount = (
         w.cust_scale[cust]
         * CATEGORY_SCALE[w.merch_category[merch]]
@@ -232,7 +297,8 @@ def _chunk(cfg: GenerateConfig, w: _World, index: int, n: int, t0: int, t1: int)
     merch_all = np.concatenate([merch, f_merch])
     ts_all = np.concatenate([ts, f_ts])
     fraud_all = np.concatenate([legit_fraud, np.ones(n_fraud, dtype=bool)])
-    amount_all = np.round(np.concatenate([amount, f_amount]), 2)
+    scale = shift.amount_scale if shift is not None else 1.0
+    amount_all = np.round(np.concatenate([amount, f_amount]) * scale, 2)
     amount_all = np.maximum(amount_all, 0.01)
 
     # Labels: chargebacks take days to weeks; legitimate rows settle within a week.
@@ -321,6 +387,58 @@ def generate(
                 "schema": SCHEMA.to_string(), "partitioning": "hive: date=YYYY-MM-DD"}  # fmt: skip
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return GenerateResult(out, cfg.rows, fraud_rows, files, seconds, config)
+
+
+def extend(out: str | Path, days: int, *, rows: int | None = None, shift: Shift | None = None,
+           progress: Callable[[int, int], None] | None = None) -> GenerateResult:  # fmt: skip
+    """Append ``days`` of transactions after the end of the dataset generated under
+    ``out`` (and of its earlier extensions): the same customers and merchants, ``rows``
+    of them (default: the dataset's daily rate), with the world changed by ``shift``.
+    Files, chunk streams and transaction ids are new ones; the manifest lists the
+    extension. The same dataset extended the same way is byte-identical."""
+    out = Path(out).expanduser()
+    try:
+        meta = json.loads((out / MANIFEST).read_text())
+        base = meta["config"]
+        cfg = GenerateConfig(**{**base, "start": datetime.fromisoformat(base["start"])})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{out} does not hold a generated dataset to extend ({exc})",
+                        hint="generate one first: `shipyard data generate --rows N`") from None  # fmt: skip
+    if not 1 <= days <= 3660:
+        raise DataError(f"days must be between 1 and 3660, got {days!r}")
+    earlier = meta.get("extensions", [])
+    rows = rows if rows is not None else max(1, round(cfg.rows / cfg.days * days))
+    if rows <= 0:
+        raise DataError(f"rows must be a positive integer, got {rows!r}")
+    shift = shift or Shift()
+    began = time.perf_counter()
+    first_chunk = -(-cfg.rows // CHUNK_ROWS) + sum(e["chunks"] for e in earlier)
+    w, new_by_country = _world(cfg), None
+    if shift.new_merchants:
+        w, new_by_country = _with_new_merchants(cfg, w, shift.new_merchants, first_chunk)
+    t_start = (
+        int(cfg.start.timestamp()) * US_PER_S
+        + (cfg.days + sum(e["days"] for e in earlier)) * 86_400 * US_PER_S
+    )
+    t_end = t_start + days * 86_400 * US_PER_S
+    n_chunks = -(-rows // CHUNK_ROWS)
+    bounds = np.linspace(t_start, t_end, n_chunks + 1).astype(np.int64)
+    fraud_rows = files = done = 0
+    for k in range(n_chunks):
+        n = min(CHUNK_ROWS, rows - k * CHUNK_ROWS)
+        index = first_chunk + k
+        table = _chunk(cfg, w, index, n, int(bounds[k]), int(bounds[k + 1]), shift, new_by_country)
+        fraud_rows += int(pc.sum(table["is_fraud"]).as_py() or 0)
+        files += _write_by_day(table, out, index)
+        done += n
+        if progress:
+            progress(done, rows)
+    start = datetime.fromtimestamp(t_start / US_PER_S, tz=timezone.utc)
+    extension = {"start": start.isoformat(), "days": days, "rows": rows, "fraud_rows": fraud_rows,
+                 "chunks": n_chunks, "first_chunk": first_chunk, "shift": asdict(shift)}  # fmt: skip
+    meta["extensions"] = [*earlier, extension]
+    (out / MANIFEST).write_text(json.dumps(meta, indent=2))
+    return GenerateResult(out, rows, fraud_rows, files, time.perf_counter() - began, extension)
 
 
 def _write_by_day(table: pa.Table, out: Path, chunk: int) -> int:

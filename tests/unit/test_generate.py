@@ -125,3 +125,67 @@ def test_refuses_to_overwrite_without_flag_and_foreign_dirs(tmp_path: Path) -> N
 def test_bad_config_names_the_field(kwargs: dict, message: str) -> None:
     with pytest.raises(DataError, match=message):
         GenerateConfig(**kwargs)
+
+
+def test_extend_appends_a_shifted_world_after_the_end_and_leaves_the_data_alone(
+    tmp_path: Path,
+) -> None:
+    import hashlib
+    import json
+
+    from pipelines.data.generate import Shift, extend
+
+    def digests(root: Path) -> dict[str, str]:
+        return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in root.rglob("*.parquet")}  # fmt: skip
+
+    out = tmp_path / "tx"
+    generate(GenerateConfig(rows=30_000, seed=5, days=30), out)
+    before, base = digests(out), read(out)
+    shift = Shift(new_merchants=40, new_share=0.5, amount_scale=3.0)
+    added = extend(out, 10, shift=shift)
+    after = digests(out)
+    assert {k: after[k] for k in before} == before  # the existing files are untouched
+    both = read(out)
+    new = both[~both["transaction_id"].isin(base["transaction_id"])]
+    assert len(new) == added.rows == 10_000  # the dataset's daily rate
+    assert both["transaction_id"].is_unique
+    end = pd.Timestamp("2026-07-31", tz="UTC")
+    assert new["timestamp"].min() >= end > base["timestamp"].max()
+    assert new["timestamp"].max() < end + pd.Timedelta(days=10)
+    unseen = ~new["merchant_id"].isin(base["merchant_id"])
+    legit = ~new["is_fraud"]
+    assert 0.4 < unseen[legit].mean() < 0.6  # half the legitimate spending moved
+    assert new["customer_id"].isin(base["customer_id"]).mean() > 0.99  # the same customers
+    ratio = new["amount"].median() / base["amount"].median()
+    assert 2.4 < ratio < 3.6, ratio
+    assert 0.005 < new["is_fraud"].mean() < 0.03
+    meta = json.loads((out / "_manifest.json").read_text())
+    assert meta["rows"] == 30_000 and meta["extensions"][0]["shift"]["amount_scale"] == 3.0
+    # the next extension follows this one; the same steps give the same bytes
+    extend(out, 5)
+    assert read(out)["timestamp"].max() >= end + pd.Timedelta(days=10)
+    again = tmp_path / "again"
+    generate(GenerateConfig(rows=30_000, seed=5, days=30), again)
+    extend(again, 10, shift=shift)
+    extend(again, 5)
+    assert digests(again) == digests(out)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"new_share": 0.5}, "needs new_merchants"), ({"new_share": 1.5}, "new_share"),
+     ({"amount_scale": 0}, "amount_scale"), ({"new_merchants": -1}, "new_merchants")],
+)  # fmt: skip
+def test_a_bad_shift_names_the_field(kwargs: dict, message: str) -> None:
+    from pipelines.data.generate import Shift
+
+    with pytest.raises(DataError, match=message):
+        Shift(**kwargs)
+
+
+def test_extend_needs_a_generated_dataset(tmp_path: Path) -> None:
+    from pipelines.data.generate import extend
+
+    with pytest.raises(DataError, match="does not hold a generated dataset"):
+        extend(tmp_path, 3)
