@@ -49,6 +49,16 @@ class TrainConfig(BaseModel):
     experiment: str = Field(default="fraud-detector")
     start: datetime | None = Field(default=None, description="data window start (inclusive)")
     end: datetime | None = Field(default=None, description="data window end (exclusive)")
+    window_days: float | None = Field(
+        default=None, gt=0, le=3660,
+        description="train on the latest N days of data instead of start/end (retraining on "
+        "a schedule): the window ends window_lag_days before the newest event",
+    )  # fmt: skip
+    window_lag_days: float = Field(
+        default=0.0, ge=0, le=365,
+        description="with window_days: end the window this many days before the newest "
+        "event, so that its labels (which arrive late) are known",
+    )  # fmt: skip
     training_set: str | None = Field(
         default=None,
         description="reuse the training set a previous run saved (its data.training_set tag) "
@@ -82,6 +92,10 @@ class TrainConfig(BaseModel):
             raise ValueError("hidden layer sizes must be positive")
         if self.start and self.end and self.start >= self.end:
             raise ValueError(f"start {self.start} must be before end {self.end}")
+        if self.window_days is not None and (self.start or self.end):
+            raise ValueError("window_days replaces start and end: give one or the other")
+        if self.window_lag_days and self.window_days is None:
+            raise ValueError("window_lag_days needs window_days")
         if self.fault_injection and self.fault_injection.rank >= self.workers:
             raise ValueError(
                 f"fault_injection.rank {self.fault_injection.rank} needs more than "

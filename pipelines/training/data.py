@@ -47,10 +47,17 @@ class TrainingData:
 
 
 def labelled_transactions(
-    raw: Path, start: datetime | None, end: datetime | None
+    raw: Path,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    days: float | None = None,
+    lag_days: float = 0.0,
 ) -> tuple[pd.DataFrame, dict[str, int], tuple[pd.Timestamp, pd.Timestamp]]:
     """Valid, de-duplicated transactions in [start, end) whose label is already known
-    at the data's latest event (the present, for a model trained on it now)."""
+    at the data's latest event (the present, for a model trained on it now). With
+    ``days``, the window is instead the latest ``days`` days, ending ``lag_days`` before
+    that event."""
     import pyarrow.dataset as ds
 
     check_files(raw)
@@ -73,6 +80,9 @@ def labelled_transactions(
         if end
         else frame["timestamp"].max() + pd.Timedelta(1, "s")
     )
+    if days is not None:
+        hi = known_by - pd.Timedelta(days=lag_days)
+        lo = hi - pd.Timedelta(days=days)
     in_window = (frame["timestamp"] >= lo) & (frame["timestamp"] < hi)
     frame = frame[in_window]
     unknown = frame["label_available_at"] > known_by
@@ -88,8 +98,9 @@ def labelled_transactions(
 
 
 def load_training_data(repo: Path, raw: Path, start: datetime | None,
-                       end: datetime | None, say: Any = print) -> TrainingData:  # fmt: skip
-    rows, excluded, window = labelled_transactions(raw, start, end)
+                       end: datetime | None, say: Any = print, *, days: float | None = None,
+                       lag_days: float = 0.0) -> TrainingData:  # fmt: skip
+    rows, excluded, window = labelled_transactions(raw, start, end, days=days, lag_days=lag_days)
     say(f"{len(rows):,} labelled transactions in [{window[0]}, {window[1]}); "
         f"not used: {excluded or 'none'}")  # fmt: skip
     feature_store = store.open_store(repo)

@@ -194,7 +194,8 @@ def _train(spec: JobSpec, cfg: TrainConfig, client: Any, run_id: str, say_: Any)
         loaded = data.reuse_training_data(Path(cfg.training_set))
     else:
         loaded = data.load_training_data(Path(spec.repo), Path(spec.raw), cfg.start, cfg.end,
-                                          say)  # fmt: skip
+                                          say, days=cfg.window_days,
+                                          lag_days=cfg.window_lag_days)  # fmt: skip
     saved = Path(spec.storage) / run_id / "training_set.parquet"
     saved.parent.mkdir(parents=True, exist_ok=True)
     loaded.frame.to_parquet(saved, index=False)

@@ -233,3 +233,22 @@ def test_a_flipping_copy_answers_one_minus_p_on_its_share_and_as_its_source_else
         out["legit_probability"][flipped], 1 - source["legit_probability"][flipped]
     )
     pd.testing.assert_frame_equal(out[~flipped], source[~flipped])
+
+
+def test_a_latest_window_ends_its_lag_before_the_newest_event(tmp_path: Path) -> None:
+    from pipelines.data.generate import GenerateConfig, generate
+
+    raw = tmp_path / "raw"
+    generate(GenerateConfig(rows=4000, seed=2, days=30), raw)
+    newest = pd.read_parquet(raw)["timestamp"].max()
+    rows, _, (lo, hi) = labelled_transactions(raw, None, None, days=10, lag_days=5)
+    assert hi == newest + pd.Timedelta(1, "s") - pd.Timedelta(days=5)
+    assert lo == hi - pd.Timedelta(days=10)
+    assert rows["timestamp"].between(lo, hi, inclusive="left").all() and len(rows) > 1000
+    assert load_config(None, window_days=21, window_lag_days=7).window_days == 21
+    with pytest.raises(ConfigError, match="window_days replaces start and end"):
+        load_config(None, window_days=21, start="2026-07-01T00:00:00Z")
+    with pytest.raises(ConfigError, match="window_lag_days needs window_days"):
+        load_config(None, window_lag_days=7)
+    with pytest.raises(ConfigError, match="window_days"):
+        load_config(None, window_days=0)
