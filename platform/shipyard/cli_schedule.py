@@ -24,13 +24,18 @@ def schedule() -> None:
 @click.option("--every", default=None, help="a fixed interval instead, e.g. 6h, 30m (>= 10s)")
 @click.option("--if-alert", "if_alert", default=None, metavar="MODEL",
               help="run only when `shipyard monitor check MODEL` raises an alert then")  # fmt: skip
+@click.option("--alert-hours", type=click.FloatRange(min=0.001, max=24 * 366), default=None,
+              help="the traffic that check looks at (default: monitor.window_hours)")  # fmt: skip
 @click.argument("command", nargs=-1, type=click.UNPROCESSED, required=True)
 @click.pass_obj
 def add_cmd(obj: Any, name: str, cron: str | None, every: str | None, if_alert: str | None,
-            command: tuple[str, ...]) -> None:  # fmt: skip
-    """Add schedule NAME running `shipyard COMMAND...`, e.g.
+            alert_hours: float | None, command: tuple[str, ...]) -> None:  # fmt: skip
+    """Add schedule NAME running `shipyard COMMAND...`; several commands run in order
+    when `--then` separates them (the first that fails ends the run), e.g.
 
-    shipyard schedule add retrain --cron '0 3 * * *' --if-alert fraud-detector -- train
+    \b
+    shipyard schedule add retrain --cron '0 3 * * *' --if-alert fraud-detector \\
+      -- features build --then features materialize --then train --config configs/retrain.yaml
     """
     from shipyard.canary.plan import parse_duration
     from shipyard.schedule import add, next_fire
@@ -41,7 +46,8 @@ def add_cmd(obj: Any, name: str, cron: str | None, every: str | None, if_alert: 
             every_s = parse_duration(every)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--every") from None
-    added = add(obj.settings, name, list(command), cron=cron, every_s=every_s, if_alert=if_alert)
+    added = add(obj.settings, name, list(command), cron=cron, every_s=every_s, if_alert=if_alert,
+                alert_hours=alert_hours)  # fmt: skip
     first = next_fire(added, dt.datetime.fromisoformat(added.created_at))
     click.echo(f"schedule {name}: `shipyard {' '.join(added.command)}` {added.when}; "
                f"first at {first:%Y-%m-%d %H:%M:%S} UTC")  # fmt: skip

@@ -2,10 +2,12 @@
 scheduler process that ``shipyard up`` starts (``python -m shipyard.schedule``).
 
 A schedule runs a Shipyard command (its CLI arguments, e.g. ``train --config
-retrain.yaml``) at the times of a cron expression (UTC, croniter's syntax) or every
+retrain.yaml``), or several in order (separated by ``--then``: ``features build --then
+features materialize --then train``; the first that fails ends the run), at the times of a cron expression (UTC, croniter's syntax) or every
 fixed interval, and with ``if_alert=MODEL`` only when ``shipyard monitor check MODEL``
 raises an alert at that time (exit code 10: drift, data quality, or live quality at or
-below the gate's floor). Retraining that rolls itself out is such a schedule: the
+below the gate's floor; over ``alert_hours`` of traffic, default the settings'
+``monitor.window_hours``). Retraining that rolls itself out is such a schedule: the
 command trains on the latest window, the gate decides, a passing version becomes
 ``challenger`` and the registry watch (``shipyard canary watch MODEL``) starts its
 rollout, shadow first if the watch's plan says so. A run that fails is recorded with
@@ -57,6 +59,8 @@ KEEP_RUNS = 20
 MIN_EVERY_S = 10.0
 #: commands a schedule may not run: they start, stop or schedule the platform itself
 REFUSED = frozenset({"up", "down", "schedule", "demo"})
+#: separates the steps of a schedule's command
+THEN = "--then"
 Say = Callable[[str], None]
 
 
@@ -84,6 +88,7 @@ class Schedule(BaseModel):
     cron: str | None = None
     every_s: float | None = Field(default=None, ge=MIN_EVERY_S)
     if_alert: str | None = None
+    alert_hours: float | None = Field(default=None, gt=0, le=24 * 366)
     enabled: bool = True
     created_at: str
     last_fire: str | None = None
@@ -103,19 +108,46 @@ class Schedule(BaseModel):
     @field_validator("command")
     @classmethod
     def _command(cls, argv: list[str]) -> list[str]:
-        if argv[0] in REFUSED:
-            raise ValueError(f"a schedule cannot run `shipyard {argv[0]}`")
+        for step in split_steps(argv):
+            if not step:
+                raise ValueError(f"an empty step: `{THEN}` must sit between two commands")
+            if step[0] in REFUSED:
+                raise ValueError(f"a schedule cannot run `shipyard {step[0]}`")
         return argv
+
+    @property
+    def steps(self) -> list[list[str]]:
+        return split_steps(self.command)
+
+    @property
+    def check(self) -> list[str] | None:
+        """The alert check that gates the steps, if any."""
+        if not self.if_alert:
+            return None
+        hours = ["--hours", f"{self.alert_hours:g}"] if self.alert_hours else []
+        return ["monitor", "check", self.if_alert, *hours]
 
     @property
     def when(self) -> str:
         every = f"every {self.every_s:g}s" if self.every_s else f"cron '{self.cron}' (UTC)"
-        return (every + (f", if `monitor check {self.if_alert}` alerts" if self.if_alert else "")
+        check = self.check
+        return (every + (f", if `{' '.join(check)}` alerts" if check else "")
                 + ("" if self.enabled else " [disabled]"))  # fmt: skip
 
 
 class Book(BaseModel):
     schedules: dict[str, Schedule] = Field(default_factory=dict)
+
+
+def split_steps(argv: list[str]) -> list[list[str]]:
+    """``a b --then c`` -> ``[[a, b], [c]]``."""
+    steps: list[list[str]] = [[]]
+    for word in argv:
+        if word == THEN:
+            steps.append([])
+        else:
+            steps[-1].append(word)
+    return steps
 
 
 def _now() -> dt.datetime:
@@ -151,17 +183,21 @@ def load(settings: Settings) -> list[Schedule]:
 
 
 def add(settings: Settings, name: str, command: list[str], *, cron: str | None = None,
-        every_s: float | None = None, if_alert: str | None = None) -> Schedule:  # fmt: skip
+        every_s: float | None = None, if_alert: str | None = None,
+        alert_hours: float | None = None) -> Schedule:  # fmt: skip
     """A new schedule (a name already taken is an error: remove it first)."""
     if (cron is None) == (every_s is None):
         raise ConfigError("a schedule needs exactly one of --cron and --every")
+    if alert_hours is not None and not if_alert:
+        raise ConfigError("--alert-hours needs --if-alert MODEL")
     _check_command(command)
     try:
         schedule = Schedule(name=name, command=command, cron=cron, every_s=every_s,
-                            if_alert=if_alert, created_at=_now().isoformat())  # fmt: skip
+                            if_alert=if_alert, alert_hours=alert_hours,
+                            created_at=_now().isoformat())  # fmt: skip
     except ValidationError as exc:
         names = {"every_s": "--every (seconds)", "cron": "--cron", "name": "NAME",
-                 "command": "COMMAND"}  # fmt: skip
+                 "command": "COMMAND", "alert_hours": "--alert-hours"}  # fmt: skip
         raise ConfigError("; ".join(f"{names.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else 'schedule'}: "
                                     f"{e['msg'].removeprefix('Value error, ')}"
                                     for e in exc.errors())) from None  # fmt: skip
@@ -174,15 +210,19 @@ def add(settings: Settings, name: str, command: list[str], *, cron: str | None =
 
 
 def _check_command(command: list[str]) -> None:
-    """The command's first word must be one of the CLI's commands."""
+    """Each step's first word must be one of the CLI's commands."""
     from shipyard.cli import cli
 
     if not command:
         raise ConfigError("a schedule needs a command, e.g. `-- train --config retrain.yaml`")
     known = sorted(set(cli.commands) - REFUSED)
-    if command[0] not in known:
-        raise ConfigError(f"`shipyard {command[0]}` is not a command a schedule can run",
-                          hint=f"commands: {', '.join(known)}")  # fmt: skip
+    for step in split_steps(command):
+        if not step:
+            raise ConfigError(f"an empty step in `{' '.join(command)}`",
+                              hint=f"`{THEN}` separates two commands: `features build {THEN} train`")  # fmt: skip
+        if step[0] not in known:
+            raise ConfigError(f"`shipyard {step[0]}` is not a command a schedule can run",
+                              hint=f"commands: {', '.join(known)}")  # fmt: skip
 
 
 def _named(book: Book, name: str) -> Schedule:
@@ -235,24 +275,25 @@ def run_now(settings: Settings, name: str, *, trigger: str = "manual",
     log = folder / f"{name}-{started:%Y%m%dT%H%M%S.%fZ}.log"
     run = Run(trigger=trigger, started_at=started.isoformat(), log=str(log))  # type: ignore[arg-type]
     env = dict(os.environ) | {SETTINGS_ENV: settings.model_dump_json()}
-    check = ["monitor", "check", schedule.if_alert] if schedule.if_alert else None
+    check = schedule.check
     with open(log, "w") as out:
-        for argv in [check, schedule.command]:
+        for argv in [check, *schedule.steps]:
             if argv is None:
                 continue
             step = Step(argv=argv)
             run.steps.append(step)
             step.exit_code = code = _child(argv, env, out, echo)
             if argv is check and code == 0:
-                run.outcome = f"skipped: `monitor check {schedule.if_alert}` raised no alert"
+                run.outcome = f"skipped: `{' '.join(check)}` raised no alert"
                 break
             if argv is check and code != ALERT_EXIT_CODE:
                 run.outcome = f"failed: `monitor check` exited {code}"
                 break
             if argv is not check:
-                run.outcome = (
-                    "ok" if code == 0 else f"failed: `shipyard {' '.join(argv)}` exited {code}"
-                )
+                if code != 0:
+                    run.outcome = f"failed: `shipyard {' '.join(argv)}` exited {code}"
+                    break
+                run.outcome = "ok"
     run.finished_at = _now().isoformat()
     with _book(settings) as book:
         if name in book.schedules:  # removed meanwhile: nothing to record on
@@ -264,6 +305,8 @@ def run_now(settings: Settings, name: str, *, trigger: str = "manual",
 def _child(argv: list[str], env: dict[str, str], out: Any, echo: Say | None) -> int:
     out.write(f"$ shipyard {' '.join(argv)}\n")
     out.flush()
+    if echo is not None:
+        echo(f"$ shipyard {' '.join(argv)}")
     proc = subprocess.Popen([sys.executable, "-m", "shipyard", *argv], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     assert proc.stdout is not None

@@ -109,3 +109,31 @@ def test_the_scheduler_loop_beats_and_stops(settings: Settings) -> None:
         stop.set()
         loop.join(10)
     assert not loop.is_alive()
+
+
+def test_steps_run_in_order_until_one_fails_and_the_alert_window_is_passed_on(
+    settings: Settings,
+) -> None:
+    from shipyard.schedule import THEN, split_steps
+
+    assert split_steps(["a", "b", THEN, "c"]) == [["a", "b"], ["c"]]
+    add(settings, "chain", ["canary", "--help", THEN, "train", "--no-such-option", THEN,
+                            "models", "--help"], every_s=60)  # fmt: skip
+    run = run_now(settings, "chain")
+    assert [s.argv for s in run.steps] == [["canary", "--help"], ["train", "--no-such-option"]]
+    assert [s.exit_code for s in run.steps] == [0, 2]  # the third never ran
+    assert run.outcome == "failed: `shipyard train --no-such-option` exited 2"
+    add(settings, "fine", ["canary", "--help", THEN, "models", "--help"], every_s=60)
+    seen: list[str] = []
+    assert run_now(settings, "fine", echo=seen.append).outcome == "ok"
+    assert "$ shipyard models --help" in seen and "Usage: shipyard models" in "\n".join(seen)
+    add(settings, "gated", ["train"], every_s=60, if_alert="fraud", alert_hours=0.5)
+    (gated,) = [s for s in load(settings) if s.name == "gated"]
+    assert gated.check == ["monitor", "check", "fraud", "--hours", "0.5"]
+    assert "if `monitor check fraud --hours 0.5` alerts" in gated.when
+    for command, word in [(["train", THEN], "empty step"), ([THEN, "train"], "empty step"),
+                          (["train", THEN, "down"], "not a command a schedule can run")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=word):
+            add(settings, "bad", command, every_s=60)
+    with pytest.raises(ConfigError, match="--alert-hours needs --if-alert"):
+        add(settings, "bad", ["train"], every_s=60, alert_hours=1)
