@@ -16,6 +16,7 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from tests.helm.conftest import CHART, VALUE_SETS, one, render, run_helm, template_args
 from tests.k8s_schema import validate_cr
@@ -420,14 +421,20 @@ def test_retraining_is_a_ray_cron_job_only_behind_its_feature_gate() -> None:
     entry = job["entrypoint"]
     assert entry.startswith("shipyard monitor check 'fraud-detector'") or entry.startswith(
         'shipyard monitor check "fraud-detector"')  # fmt: skip
-    assert "rc -eq 10" in entry and "exec shipyard train --local --config" in entry
+    assert "rc -eq 10" in entry
+    steps = entry.split("then ", 1)[1].split(";", 1)[0].split(" && ")
+    assert steps == ["shipyard features build --local", "shipyard features apply",
+                     "shipyard features materialize --local",
+                     "shipyard train --local --config /etc/shipyard/train/train.yaml"]  # fmt: skip
     head = job["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
     volume = next(v for v in head["volumes"] if v["name"] == "train-config")
     assert volume["configMap"]["name"] == "shipyard-retrain"
-    config = one(objects, "ConfigMap", "shipyard-retrain")
-    assert "epochs" in config["data"]["train.yaml"]
-    assert one(objects, "ConfigMap", "shipyard-train-ci")  # the one-off job keeps its own
-    every = one(render("ci", **{"jobs.retraining.ifAlert": ""}), "RayCronJob")
+    config = yaml.safe_load(one(objects, "ConfigMap", "shipyard-retrain")["data"]["train.yaml"])
+    assert config["window_days"] == 21 and config["window_lag_days"] == 7 and "epochs" in config
+    one_off = one(objects, "ConfigMap", "shipyard-train-ci")  # the one-off job keeps its own
+    assert "window_days" not in yaml.safe_load(one_off["data"]["train.yaml"])
+    every = one(render("ci", **{"jobs.retraining.ifAlert": "",
+                                "jobs.retraining.refreshFeatures": "false"}), "RayCronJob")  # fmt: skip
     assert every["spec"]["jobTemplate"]["entrypoint"].startswith("shipyard train --local")
     assert not [o for o in render() if o["kind"] == "RayCronJob"]  # off by default
     done = run_helm(*template_args(VALUE_SETS["default"], {"jobs.retraining.enabled": "true"}))
