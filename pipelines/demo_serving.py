@@ -91,18 +91,18 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     saved = client.get_run(trained["run_id"]).data.tags["data.training_set"]
 
-    say("[8/15] retraining with another seed on the same training set: the challenger")
+    say("[8/17] retraining with another seed on the same training set: the challenger")
     challenger = train(settings, quiet, workers=2, start=start, seed=1, training_set=saved,
                        gate={"champion_tolerance": 0.05})  # fmt: skip
     say(f"      version {challenger['version']}: gate {'passed' if challenger['gate_passed'] else 'refused'}"
         f" ({challenger['gate_reason']}); aliases {', '.join(challenger['aliases']) or 'none'}")  # fmt: skip
 
-    say(f"[9/15] deploying {model}@champion on Ray Serve (router + stable/canary predictors)")
+    say(f"[9/17] deploying {model}@champion on Ray Serve (router + stable/canary predictors)")
     deployed = serving.deploy(settings, f"{model}@champion", echo=lambda m: say("      " + m))
     url = f"{deployed['route']}/predict"
     customers, merchants, held = _traffic(raw, end)
 
-    say(f"[10/15] shadow, then canary of {model}@challenger under traffic (40 requests/s, open "
+    say(f"[10/17] shadow, then canary of {model}@challenger under traffic (40 requests/s, open "
         f"loop, on loopback): the {len(held):,} held-out transactions, replayed in order")  # fmt: skip
     good: dict[str, Any] = {}
     bad: dict[str, Any] = {}
@@ -118,7 +118,7 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
             say("      no new challenger passed the gate; skipping its canary")
         mark = len(load.results)
 
-        say("[11/15] planting a bad version (fails on ~half the transactions) and rolling it out")
+        say("[11/17] planting a bad version (fails on ~half the transactions) and rolling it out")
         source = good.get("canary_version") or deployed["version"]
         faulty = register_faulty_version(settings.tracking_uri, model, source, error_share=0.5)
         say(f"      registered {model} version {faulty} (a faulty copy of version {source})")
@@ -132,7 +132,7 @@ def run_serving(settings: Settings, trained: dict[str, Any], raw: Path, start: d
 
     spend = run_spend(settings, model, url, body, customers, say, echo, quiet)
 
-    say("[14/15] sample predictions over HTTP")
+    say("[14/17] sample predictions over HTTP")
     samples = []
     for i, (cust, merch) in enumerate(zip(customers[-4:], merchants[-4:], strict=False)):
         tx = transaction(i, cust, merch, amount=[25.0, 180.0, 950.0, 4200.0][i])
@@ -158,7 +158,7 @@ def watch(settings: Settings, model: str, say: Say, echo: Say) -> dict[str, Any]
     from shipyard.inference_log import read_log
 
     time.sleep(settings.monitor.log_flush_interval_s + 1)  # the replicas' last log writes
-    say(f"[15/15] what {model} served: drift, and live quality as the labels arrive")
+    say(f"[15/17] what {model} served: drift, and live quality as the labels arrive")
     served = read_log(settings.inference_log_uri, model)
     last = pd.to_datetime(served["timestamp"], utc=True, format="ISO8601").max().to_pydatetime()
     early = last + timedelta(days=1)
@@ -182,7 +182,7 @@ def run_spend(settings: Settings, fraud_model: str, fraud_url: str, fraud_body: 
 
     from pipelines.spend import train as spend_train
 
-    say("[12/15] a second model, customer spend over the next 7 days (scikit-learn, its own "
+    say("[12/17] a second model, customer spend over the next 7 days (scikit-learn, its own "
         "feature service), trained by a Ray job and deployed next to the fraud model")  # fmt: skip
     first = workload.run_module(settings, spend_train, ["--rows", "10000"], local=False,
                                 echo=quiet) or {}  # fmt: skip
@@ -193,7 +193,7 @@ def run_spend(settings: Settings, fraud_model: str, fraud_url: str, fraud_body: 
     deployed = serving.deploy(settings, f"{model}@champion", echo=lambda m: say("      " + m))
     url = f"{deployed['route']}/predict"
 
-    say(f"[13/15] retraining {model} with another seed, and a canary of it while both models "
+    say(f"[13/17] retraining {model} with another seed, and a canary of it while both models "
         "take traffic")  # fmt: skip
     second = workload.run_module(settings, spend_train, ["--rows", "10000", "--seed", "1",
                                                          "--gate-tolerance", "0.05"],
