@@ -59,12 +59,20 @@ def write_repo(settings: Settings) -> Path:
     return repo
 
 
-def open_store(repo: Path) -> Any:
-    """A FeatureStore on a rendered repo directory."""
-    from feast import FeatureStore
+def open_store(repo: Path, *, compute: bool = True) -> Any:
+    """A FeatureStore on a rendered repo directory. ``compute=False``: with Feast's local
+    batch engine instead of the repo's Ray engine, for what needs no compute (``apply``
+    and online reads): the Ray engine initialises Ray as soon as it is built, which in a
+    process outside a Ray job starts a private Ray instance for nothing."""
+    from feast import FeatureStore, RepoConfig
 
-    if not (repo / "feature_store.yaml").is_file():
+    path = repo / "feature_store.yaml"
+    if not path.is_file():
         raise ConfigError(
             f"no feature_store.yaml in {repo}", hint="run `shipyard features apply` first"
         )
-    return FeatureStore(repo_path=str(repo))
+    if compute:
+        return FeatureStore(repo_path=str(repo))
+    data = yaml.safe_load(path.read_text())
+    data["batch_engine"] = {"type": "local"}
+    return FeatureStore(repo_path=str(repo), config=RepoConfig(repo_path=repo, **data))

@@ -21,7 +21,7 @@ __all__ = ["apply"]
 def apply(settings: Settings) -> list[str]:
     """Register the entities, views and feature services; returns their names."""
     definitions = workload.load_object(settings, "feature_definitions")
-    store = open_store(write_repo(settings))
+    store = open_store(write_repo(settings), compute=False)  # registering computes nothing
     objects = list(definitions(settings.features_dir))
     try:
         store.apply(objects)
