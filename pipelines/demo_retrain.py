@@ -115,7 +115,7 @@ def run_retrain(settings: Settings, model: str, url: str, say: Say, echo: Say,
                "train", "--config", str(config)]  # fmt: skip
     if SCHEDULE in {s.name for s in schedules.load(settings)}:
         schedules.remove(settings, SCHEDULE)
-    alert_hours = _hours_since(began) + 0.01  # the check runs within seconds
+    alert_hours = _hours_since(began) + 0.005  # the check runs within seconds
     added_schedule = schedules.add(settings, SCHEDULE, command, every_s=86_400,
                                    if_alert=model, alert_hours=alert_hours)  # fmt: skip
     say(f"      `shipyard schedule add {SCHEDULE} --every 1d --if-alert {model} --alert-hours "
