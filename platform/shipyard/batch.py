@@ -214,20 +214,33 @@ def blocks(frame: pd.DataFrame, batch_size: int, actors: int) -> list[pd.DataFra
 
 def score_table(settings: Any, model: str, version: str, frame: pd.DataFrame, *,
                 timestamp_column: str | None = None, batch_size: int = 1024,
-                actors: int = 2) -> pd.DataFrame:  # fmt: skip
+                actors: int = 2, phases: dict[str, float] | None = None) -> pd.DataFrame:  # fmt: skip
     """``frame`` scored by ``model`` version ``version`` on Ray Data, with point-in-time
-    features; the rows in input order with the outputs and ``model_version``."""
+    features; the rows in input order with the outputs and ``model_version``.
+    ``phases`` gets the seconds of each: ``features_s`` (the join), ``first_block_s``
+    (Ray Data's start-up: actors started, the model loaded, the first block scored) and
+    ``score_s`` (all of the scoring, that included)."""
     import ray
 
+    phases = phases if phases is not None else {}
     contract = _check_fields(settings.tracking_uri, model, version, list(frame.columns))
+    began = time.perf_counter()
     if contract.feature_service:
         frame = with_features(settings, contract, frame, timestamp_column)
+    phases["features_s"] = time.perf_counter() - began
     frame = frame.assign(**{_ROW: np.arange(len(frame))})
+    began = time.perf_counter()
     dataset = ray.data.from_pandas(blocks(frame, batch_size, actors)).map_batches(
         Scorer, fn_constructor_args=(settings.tracking_uri, model, version),
         batch_size=batch_size, batch_format="pandas", concurrency=actors, num_cpus=0.5,
     )  # fmt: skip
-    scored = dataset.to_pandas()
+    parts = []
+    for part in dataset.iter_batches(batch_size=None, batch_format="pandas"):
+        if not parts:
+            phases["first_block_s"] = time.perf_counter() - began
+        parts.append(part)
+    phases["score_s"] = time.perf_counter() - began
+    scored = pd.concat(parts, ignore_index=True) if parts else frame.iloc[:0]
     return scored.sort_values(_ROW).drop(columns=_ROW).reset_index(drop=True)
 
 
@@ -259,17 +272,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.version is None:
             args = _parser().parse_args(prepare(settings, list(argv or sys.argv[1:])))
         model = args.model.split("@")[0].split("/")[0]
+        phases: dict[str, float] = {}
+        began = time.perf_counter()
         _connect(settings)
+        phases["connect_s"] = time.perf_counter() - began
         started = time.perf_counter()
         frame = read_table(args.input)
+        phases["read_s"] = time.perf_counter() - started
         print(f"[batch 1/3] {len(frame):,} rows from {args.input}; {model} version {args.version}",
               flush=True)  # fmt: skip
         print("[batch 2/3] point-in-time features (Feast offline store) and scoring on Ray Data "
               f"({args.actors} actors, batches of {args.batch_size})", flush=True)  # fmt: skip
         scored = score_table(settings, model, args.version, frame,
                              timestamp_column=args.timestamp_column,
-                             batch_size=args.batch_size, actors=args.actors)  # fmt: skip
+                             batch_size=args.batch_size, actors=args.actors, phases=phases)  # fmt: skip
+        print(f"      features {phases['features_s']:.1f}s; scoring {phases['score_s']:.1f}s "
+              f"(the first block after {phases.get('first_block_s', 0.0):.1f}s)", flush=True)  # fmt: skip
+        began = time.perf_counter()
         scored.to_parquet(args.out, index=False)
+        phases["write_s"] = time.perf_counter() - began
         seconds = time.perf_counter() - started
         print(f"[batch 3/3] wrote {len(scored):,} rows to {args.out} in {seconds:.1f}s", flush=True)
     except ShipyardError as exc:
@@ -277,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return exc.exit_code
     result = {"model": model, "version": args.version, "rows": len(scored), "out": args.out,
-              "seconds": round(seconds, 2), "rows_per_s": round(len(scored) / seconds, 1)}  # fmt: skip
+              "seconds": round(seconds, 2), "rows_per_s": round(len(scored) / seconds, 1),
+              "phases": {k: round(v, 3) for k, v in phases.items()}}  # fmt: skip
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 

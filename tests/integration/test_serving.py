@@ -805,6 +805,12 @@ def test_batch_predictions_equal_online_ones_at_the_same_feature_time(
     doc = json.loads(result.stdout[result.stdout.rindex("{\n") :])
     scored = pd.read_parquet(out)
     assert doc["rows"] == len(scored) == len(txs)
+    phases = doc["phases"]  # where the job's time went, as benchmarks/batch_profile.py reads it
+    assert set(phases) == {"connect_s", "read_s", "features_s", "first_block_s", "score_s",
+                           "write_s"}  # fmt: skip
+    assert 0 < phases["first_block_s"] <= phases["score_s"]
+    inside = phases["read_s"] + phases["features_s"] + phases["score_s"] + phases["write_s"]
+    assert inside <= doc["seconds"] + 0.01
     assert scored["transaction_id"].tolist() == [t["transaction_id"] for t in txs]
     online = requests.post(f"{served}/predict", json={"records": txs}, timeout=60).json()
     versions = {p["model_version"] for p in online["predictions"]}
