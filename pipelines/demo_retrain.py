@@ -133,7 +133,7 @@ def run_retrain(settings: Settings, model: str, url: str, say: Say, echo: Say,
         _wait_for_rollout(settings, model, old)
         rolled = _follow(settings, model, echo)
         promoted_at = time.monotonic()
-        time.sleep(20)
+        time.sleep(45)  # about a day of the replayed transactions: a representative window
     say(f"      clients during the rollout: {len(load.results)} requests, {_failed(load.results)}")
     rollouts.watch(settings, model, plan, enabled=False)
     schedules.enable(settings, SCHEDULE, False)

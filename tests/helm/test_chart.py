@@ -430,7 +430,7 @@ def test_retraining_is_a_ray_cron_job_only_behind_its_feature_gate() -> None:
     volume = next(v for v in head["volumes"] if v["name"] == "train-config")
     assert volume["configMap"]["name"] == "shipyard-retrain"
     config = yaml.safe_load(one(objects, "ConfigMap", "shipyard-retrain")["data"]["train.yaml"])
-    assert config["window_days"] == 45 and config["window_lag_days"] == 7 and "epochs" in config
+    assert config["window_days"] == 28 and config["window_lag_days"] == 7 and "epochs" in config
     one_off = one(objects, "ConfigMap", "shipyard-train-ci")  # the one-off job keeps its own
     assert "window_days" not in yaml.safe_load(one_off["data"]["train.yaml"])
     every = one(render("ci", **{"jobs.retraining.ifAlert": "",
