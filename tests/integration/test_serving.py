@@ -802,7 +802,8 @@ def test_batch_predictions_equal_online_ones_at_the_same_feature_time(
                           "--out", str(out), "--actors", "1", "--batch-size", "16", "--json",
                           timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    doc = json.loads(result.stdout[result.stdout.rindex("{\n") :])
+    out_text = "\n" + result.stdout
+    doc = json.loads(out_text[out_text.rindex("\n{\n") + 1 :])  # from the last top-level {
     scored = pd.read_parquet(out)
     assert doc["rows"] == len(scored) == len(txs)
     phases = doc["phases"]  # where the job's time went, as benchmarks/batch_profile.py reads it
