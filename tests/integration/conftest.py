@@ -28,10 +28,24 @@ from tests.conftest import shipyard_cmd
 from tests.features_support import bad_rows, edge_cases, write_raw
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _free_ports(count: int, avoid: range) -> list[int]:
+    """``count`` distinct free ports outside ``avoid`` (the workers' range: the OS hands
+    out ephemeral ports that can fall inside it, and Ray then refuses to start). The
+    sockets stay bound until all are chosen, so no port is handed out twice."""
+    socks: list[socket.socket] = []
+    chosen: list[int] = []
+    try:
+        while len(chosen) < count:
+            sock = socket.socket()
+            socks.append(sock)
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if port not in avoid:
+                chosen.append(port)
+    finally:
+        for sock in socks:
+            sock.close()
+    return chosen
 
 
 def _free_range(size: int) -> int:
@@ -93,19 +107,20 @@ def platform() -> Iterator[Platform]:
     # A short root: Ray's unix socket paths must stay under 108 bytes.
     root = Path(tempfile.mkdtemp(prefix="sy-"))
     base = _free_range(120)
+    head, dashboard, client, agent, tracking, http = _free_ports(6, range(base, base + 120))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPYARD_", "RAY_"))}
     env.update(
         SHIPYARD_DATA_ROOT=str(root),
-        SHIPYARD_RAY__HEAD_PORT=str(_free_port()),
-        SHIPYARD_RAY__DASHBOARD_PORT=str(_free_port()),
-        SHIPYARD_RAY__CLIENT_SERVER_PORT=str(_free_port()),
-        SHIPYARD_RAY__DASHBOARD_AGENT_PORT=str(_free_port()),
+        SHIPYARD_RAY__HEAD_PORT=str(head),
+        SHIPYARD_RAY__DASHBOARD_PORT=str(dashboard),
+        SHIPYARD_RAY__CLIENT_SERVER_PORT=str(client),
+        SHIPYARD_RAY__DASHBOARD_AGENT_PORT=str(agent),
         SHIPYARD_RAY__MIN_WORKER_PORT=str(base),
         SHIPYARD_RAY__MAX_WORKER_PORT=str(base + 119),
         SHIPYARD_RAY__CPUS_PER_NODE="2",
         SHIPYARD_RAY__OBJECT_STORE_MEMORY_MB="300",
-        SHIPYARD_MLFLOW__PORT=str(_free_port()),
-        SHIPYARD_SERVE__HTTP_PORT=str(_free_port()),
+        SHIPYARD_MLFLOW__PORT=str(tracking),
+        SHIPYARD_SERVE__HTTP_PORT=str(http),
         SHIPYARD_MONITOR__LOG_FLUSH_INTERVAL_S="1",  # the inference log current within ~1 s
     )
     started: list[psutil.Process] = []
