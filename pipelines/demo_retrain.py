@@ -46,14 +46,11 @@ SCHEDULE = "retrain"
 
 
 def _shifted(raw: Path, since: dt.datetime) -> pd.DataFrame:
-    import pyarrow.dataset as ds
+    """The shift's first ``REPLAY_DAYS`` days of transactions, in time order."""
+    from pipelines.demo_serving import _traffic
 
-    frame = (ds.dataset(raw, format="parquet", partitioning="hive").to_table(
-        columns=["transaction_id", "customer_id", "merchant_id", "amount", "currency",
-                 "category", "country", "timestamp"]).to_pandas())  # fmt: skip
-    frame = frame[frame["timestamp"] >= pd.Timestamp(since)]
-    frame = frame[frame["timestamp"] < pd.Timestamp(since) + pd.Timedelta(days=REPLAY_DAYS)]
-    return frame.sort_values("timestamp", kind="stable")
+    _, _, held = _traffic(raw, since)  # from ``since`` on, sorted by time
+    return held[held["timestamp"] < pd.Timestamp(since) + pd.Timedelta(days=REPLAY_DAYS)]
 
 
 def _hours_since(began: float) -> float:
